@@ -1,0 +1,32 @@
+"""lensmap: which layers of a multilingual LLM speak which language.
+
+The public API, one function per step of the flow (each takes and returns plain tensors,
+dataclasses or DataFrames)::
+
+    load_model → build_vocabulary_map → translation_probes / cloze_probes / load_prompts_file
+    → capture_residuals → LogitLens.decode → read_layers → run_probes (all of it, as frames)
+    → plots.* → report.write_report;  run_report(config) does everything for a YAML config.
+"""
+
+from lensmap import plots, report
+from lensmap.capture import Residuals, capture_residuals, residual_hooks, select_positions
+from lensmap.config import ReportConfig, load_config, parse_config
+from lensmap.data.probes import Prompt, cloze_probes, load_prompts_file, translation_probes
+from lensmap.errors import LensmapError
+from lensmap.languages.vocab_map import VocabularyMap, build_vocabulary_map
+from lensmap.lenses import Lens, LogitLens, check_last_layer_lens
+from lensmap.metrics.mass import Readout, read_layers, reduce_logits
+from lensmap.models.handle import ModelHandle
+from lensmap.models.loading import load_model, load_tokenizer
+from lensmap.pipeline import run_report
+from lensmap.probing import ProbeResult, run_probes
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Lens", "LensmapError", "LogitLens", "ModelHandle", "ProbeResult", "Prompt", "Readout", "ReportConfig",
+    "Residuals", "VocabularyMap", "build_vocabulary_map", "capture_residuals", "check_last_layer_lens",
+    "cloze_probes", "load_config", "load_model", "load_prompts_file", "load_tokenizer", "parse_config",
+    "plots", "read_layers", "reduce_logits", "report", "residual_hooks", "run_probes", "run_report",
+    "select_positions", "translation_probes",
+]

@@ -1,0 +1,36 @@
+"""Errors lensmap raises for problems the user can fix.
+
+Every user-facing mistake (bad config, missing model, unknown language, ...) raises a
+subclass of :class:`LensmapError` whose message names what was wrong and how to fix it.
+The CLI prints these messages without a traceback; anything else is a bug.
+"""
+
+from __future__ import annotations
+
+
+class LensmapError(Exception):
+    """A problem with the user's input or environment, with a message that says the fix."""
+
+
+class ConfigError(LensmapError):
+    """The YAML config is malformed or has a bad field."""
+
+
+class ModelLoadError(LensmapError):
+    """A model could not be found, installed or loaded."""
+
+
+class UnsupportedArchitectureError(LensmapError):
+    """The model's architecture has no adapter."""
+
+
+class AdapterCheckError(LensmapError):
+    """The adapter's lens of the last layer does not reproduce the model's logits."""
+
+
+class LanguageError(LensmapError):
+    """A language code the language identifier does not know, or a bad vocabulary setting."""
+
+
+class ProbeError(LensmapError):
+    """A probe or prompts file that cannot be used."""

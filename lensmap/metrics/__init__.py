@@ -1,0 +1,1 @@
+"""Metrics over lens outputs and hidden states: language mass, answer tokens, similarity, neurons."""

@@ -1,0 +1,1 @@
+"""Model loading, the zoo and the per-architecture adapters."""

@@ -1,0 +1,110 @@
+"""``lensmap report``: config → model → vocabulary map → probes → lens readout → files.
+
+Each step is a public function of its own module; this one only wires them together and
+writes the outputs atomically (a failed run leaves no partial output directory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from lensmap.config import ProbeConfig, ReportConfig, load_config
+from lensmap.data.probes import Prompt, cloze_probes, load_prompts_file, translation_probes
+from lensmap.io import atomic_write_csv, atomic_write_text, staged_directory
+from lensmap.probing import ProbeResult, run_probes
+
+
+def build_prompts(probes: list[ProbeConfig]) -> list[Prompt]:
+    """Expand the config's probe entries into prompts."""
+    prompts: list[Prompt] = []
+    for probe in probes:
+        if probe.kind == "translation":
+            prompts += translation_probes(probe.source, probe.target, n=probe.n, shots=probe.shots,
+                                          seed=probe.seed, domain=probe.domain or "territories")
+        elif probe.kind == "cloze":
+            prompts += cloze_probes(probe.target, n=probe.n, seed=probe.seed, domain=probe.domain or "months")
+        else:
+            prompts += load_prompts_file(probe.path)
+    return prompts
+
+
+def run_report(config: ReportConfig | str | os.PathLike, *, progress: bool = True) -> Path:
+    """Run the whole backbone for one config and write its output directory; return its path.
+
+    Writes ``language_mass.csv``, ``layer_stats.csv``, ``answer_probs.csv``, ``prompts.csv``,
+    ``vocabulary.csv``, ``run.json`` and ``report.html`` (self-contained, opens offline).
+    """
+    from lensmap.languages.vocab_map import build_vocabulary_map
+    from lensmap.lenses.logit import LogitLens
+    from lensmap.metrics.answers import decode_vocab_texts
+    from lensmap.models.loading import load_model
+    from lensmap.report import default_sections, write_report
+
+    if not isinstance(config, ReportConfig):
+        config = load_config(config)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 2)
+        clock = now
+
+    prompts = build_prompts(config.probes)  # cheap; fails early on a bad prompts file
+    lap("prompts")
+    handle = load_model(config.model, dtype=config.dtype, device=config.device,
+                        trust_remote_code=config.trust_remote_code)
+    lap("load_model")
+    lexicon = dict(config.vocab.lexicon) or None
+    vmap = build_vocabulary_map(handle.tokenizer, config.languages, vocab_size=handle.vocab_size,
+                                threshold=config.vocab.threshold, lexicon_files=lexicon, progress=progress)
+    lap("vocabulary_map")
+    share = vmap.vocab_share()
+    result = run_probes(
+        handle, prompts, vmap.weights(), vmap.columns(), lens=LogitLens(handle), positions=config.positions,
+        batch_size=config.batch_size, vocab_share=[float(share[c]) for c in vmap.columns()],
+        vocab_texts=decode_vocab_texts(handle.tokenizer), progress=progress,
+    )
+    lap("lens_readout")
+    counts = vmap.counts()
+    with staged_directory(config.output) as out:
+        write_outputs(out, result, counts)
+        run_info = {
+            "config": dataclasses.asdict(config),
+            "model": handle.info | {"name": handle.name, "architecture": handle.adapter.family},
+            "timings_seconds": timings,
+            "n_prompts": len(prompts),
+            "python": platform.python_version(),
+        }
+        summary = {
+            "model": f"{handle.name} ({handle.adapter.family}, {handle.n_layers} layers, {handle.info['dtype']})",
+            "lens": config.lens,
+            "languages": ", ".join(config.languages),
+            "prompts": f"{len(prompts)} in {result.mass['probe'].nunique()} probe set(s), positions: {config.positions}",
+            "self-check": f"last-layer lens vs logits, max |Δ| = {handle.info.get('self_check_max_abs_diff', float('nan')):.3g}",
+            "timings (s)": ", ".join(f"{k} {v}" for k, v in timings.items()),
+        }
+        sections = default_sections(result.mass, result.stats, result.answers if len(result.answers) else None)
+        write_report(out / "report.html", sections, title=config.title or f"lensmap report: {handle.name}",
+                     summary=summary)
+        lap("write")
+        run_info["timings_seconds"] = timings
+        atomic_write_text(out / "run.json", json.dumps(run_info, indent=2, default=str))
+    return Path(config.output)
+
+
+def write_outputs(out: Path, result: ProbeResult, vocab_counts: pd.DataFrame) -> None:
+    """Write the tidy CSV frames of one run into ``out``."""
+    atomic_write_csv(out / "language_mass.csv", result.mass)
+    atomic_write_csv(out / "layer_stats.csv", result.stats)
+    atomic_write_csv(out / "answer_probs.csv", result.answers)
+    atomic_write_csv(out / "prompts.csv", result.prompts)
+    atomic_write_csv(out / "vocabulary.csv", vocab_counts.reset_index() if vocab_counts.index.name else vocab_counts)

