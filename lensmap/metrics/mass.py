@@ -16,7 +16,7 @@ from torch import Tensor
 
 from lensmap.lenses.base import Lens
 
-CHUNK_BYTES = 64 * 2**20  # float32 logits per chunk; two such buffers are alive at once
+CHUNK_BYTES = 64 * 2**20  # float32 logits per chunk; two such buffers (logits, probs) are alive at once
 
 
 @dataclass
@@ -82,7 +82,7 @@ def reduce_logits(
     token_ids: Tensor | None = None,
     token_sets: TokenSets | None = None,
 ) -> dict[str, Tensor]:
-    """Reduce ``[rows, vocab]`` logits (any dtype) to per-row statistics.
+    """Reduce ``[rows, vocab]`` logits (any dtype) to per-row statistics, in float32.
 
     Args:
         weights: ``[vocab, n_columns]`` float32 language map (each row sums to 1).
@@ -91,23 +91,24 @@ def reduce_logits(
 
     Returns a dict with ``mass [rows, n_columns]``, ``entropy [rows]``, ``token_prob``,
     ``token_rank`` ``[rows, n_tokens]``, ``set_prob [rows, n_sets]`` and ``top_token [rows]``.
+    ``logits`` is never modified.
     """
-    logp = logits.float()
-    if logp.data_ptr() == logits.data_ptr():
-        logp = logp.clone()
-    logp -= torch.logsumexp(logp, dim=-1, keepdim=True)
-    probs = logp.exp()
-    out = {
-        "mass": probs @ weights,
-        "entropy": -(probs * logp).nan_to_num_(0.0).sum(-1),
-        "top_token": logp.argmax(-1),
-    }
-    rows = logp.shape[0]
+    x = logits.float()  # a copy only when the model's dtype is not float32
+    rows = x.shape[0]
+    probs = torch.softmax(x, dim=-1)
+    top = probs.argmax(-1)
+    # log Z from the top token (p_top >= 1/vocab, so its log is safe), then
+    # entropy = log Z - E_p[x]; both without a second [rows, vocab] buffer.
+    log_z = x.gather(1, top[:, None]).squeeze(1) - probs.gather(1, top[:, None]).squeeze(1).log()
+    expected = torch.bmm(probs.unsqueeze(1), x.unsqueeze(2)).view(rows)
+    if not torch.isfinite(expected).all():  # -inf logits (masked tokens) give 0 * -inf
+        expected = torch.where(probs > 0, probs * x, 0.0).sum(-1)
+    out = {"mass": probs @ weights, "entropy": log_z - expected, "top_token": top}
     if token_ids is not None and token_ids.numel():
         safe = token_ids.clamp(min=0)
-        chosen = logp.gather(1, safe)
-        out["token_prob"] = torch.where(token_ids >= 0, chosen.exp(), torch.nan)
-        ranks = torch.stack([(logp > chosen[:, k : k + 1]).sum(-1) + 1 for k in range(safe.shape[1])], -1)
+        out["token_prob"] = torch.where(token_ids >= 0, probs.gather(1, safe), torch.nan)
+        chosen = x.gather(1, safe)
+        ranks = torch.stack([(x > chosen[:, k : k + 1]).sum(-1) + 1 for k in range(safe.shape[1])], -1)
         out["token_rank"] = torch.where(token_ids >= 0, ranks.float(), torch.nan)
     else:
         out["token_prob"] = out["token_rank"] = torch.empty(rows, 0)

@@ -1,0 +1,55 @@
+"""End-to-end checks on the real zoo models (installed from PyPI by the README's test command)."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from lensmap.cli import main
+from lensmap.config import parse_config
+from lensmap.pipeline import run_report
+
+pytestmark = pytest.mark.real
+
+
+def test_qwen_report_end_to_end(tmp_path, qwen_handle):
+    """On Qwen2.5 0.5B, fr→zh word translation: English leads in the late middle layers, Chinese wins at the end.
+
+    This is the published picture (Wendler et al.; LinguaMap) and the one measured on this
+    model with a plain logit lens; the thresholds leave a wide margin around the measured values
+    (English word-start ≈ 0.35 vs Chinese ≈ 0.03 at layers 21–22; Chinese ≈ 0.5 at layer 24).
+    """
+    out = tmp_path / "qwen"
+    config = parse_config({
+        "model": "qwen2.5-0.5b", "languages": ["en", "fr", "de", "zh"], "dtype": "float32",
+        "probes": [{"kind": "translation", "source": "fr", "target": "zh", "n": 16}], "output": str(out),
+    })
+    run_report(config, progress=False)
+    mass = pd.read_csv(out / "language_mass.csv")
+    answers = pd.read_csv(out / "answer_probs.csv")
+    run = json.loads((out / "run.json").read_text())
+    assert run["model"]["self_check_max_abs_diff"] == 0.0
+    final = mass[mass.layer == 24].set_index("language")["mass"]
+    assert final["zh"] > 0.6 and final["zh"] > 3 * final["en"]
+    ws = answers[answers.measure == "word_start"].pivot_table(index="layer", columns="word", values="prob")
+    assert (ws.loc[[21, 22], "english"] > 2 * ws.loc[[21, 22], "target"]).all()
+    assert ws.loc[24, "target"] > ws.loc[24, "english"]
+    assert ws.loc[2:15, "target"].max() < 0.01  # the middle layers do not read as the answer
+    assert "report.html" in {p.name for p in out.iterdir()}
+
+
+def test_gemma_zoo_model_self_checks_and_reads_every_layer():
+    from lensmap.capture import capture_residuals
+    from lensmap.lenses.logit import LogitLens
+    from lensmap.models.loading import load_model
+
+    handle = load_model("gemma-3-270m", dtype="float32")
+    assert handle.adapter.family == "gemma3" and handle.n_layers == 18 and handle.vocab_size == 262144
+    assert handle.info["self_check_max_abs_diff"] < 1e-3
+    enc = handle.tokenizer(["Le Japon est un pays d'Asie.", "日本是"], return_tensors="pt", padding=True)
+    res = capture_residuals(handle, enc.input_ids, enc.attention_mask, positions="last")
+    logits = LogitLens(handle).decode(res.layer(18))
+    assert logits.shape == (2, 262144)
+    assert handle.tokenizer.decode(logits[1].argmax()).strip() != ""
