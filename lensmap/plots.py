@@ -236,6 +236,10 @@ def _few_layers(fig: go.Figure) -> bool:
 # --------------------------------------------------------------------------- mass
 
 
+#: Colour range of the relative heatmap, in log2 units (±5 = 32× above or below the share).
+RELATIVE_LIMIT = 5.0
+
+
 def _mass_matrices(sub: pd.DataFrame, order: list[str]) -> tuple[list[int], np.ndarray, np.ndarray]:
     """Pivot mass and vocab_share into ``[language × layer]`` matrices in ``order``."""
     layers = sorted(int(x) for x in sub["layer"].unique())
@@ -284,8 +288,11 @@ def mass_heatmap(
         "<br>vocab share %{customdata[1]:.4f}<br>mass / share %{customdata[2]:.2f}×<extra></extra>"
     )
     if relative:
+        # Clip the colour range at ±RELATIVE_LIMIT: a near-zero mass (e.g. at layer 0) would
+        # otherwise give log2 ≈ -100 and wash every real preference out to white. The hover
+        # still shows the true ratio.
         finite = np.abs(log_ratio[np.isfinite(log_ratio)])
-        limit = float(max(1.0, finite.max())) if finite.size else 1.0
+        limit = float(min(RELATIVE_LIMIT, max(1.0, finite.max()))) if finite.size else 1.0
         heat = go.Heatmap(
             z=log_ratio, x=layers, y=order, customdata=custom, hovertemplate=hover,
             colorscale="RdBu_r", zmid=0.0, zmin=-limit, zmax=limit,
@@ -443,7 +450,7 @@ def answer_curves(
 
     Solid lines show ``word_start`` (all tokens that begin the word), dotted lines
     ``next_token`` (the exact first token; its median rank is in the hover). The target line
-    has the target language's colour, the English line English's. ``log_y`` sets a log y axis.
+    has the target language's colour, the English line English's. ``log_y`` sets a log y axis from 1e-6 to 1.
     The frame must hold one model and one probe after filtering.
     """
     sub = _select(answers, ANSWER_COLUMNS, "answers", probe=probe, model=model)
@@ -481,7 +488,9 @@ def answer_curves(
         title={"text": f"Answer probability, target vs English — {model_name} · "
                        f"{probe_name}{_pair_label(sub)}{_prompt_label(sub)}"},
         yaxis={"title": {"text": "probability" + (" (log)" if log_y else "")},
-               "type": "log" if log_y else "linear"},
+               "type": "log" if log_y else "linear",
+               # a log axis starts at 1e-6: below that the lens says nothing readable
+               **({"range": [-6, 0.05]} if log_y else {})},
         legend={"title": {"text": "solid = word start, dotted = next token"}},
         height=420,
         template="plotly_white",

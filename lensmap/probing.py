@@ -118,7 +118,8 @@ def run_probes(
     lens = lens or LogitLens(handle)
     targets = answer_tokens(tokenizer, prompts, vocab_texts)
     layers = list(range(handle.n_layers + 1))
-    old_side = getattr(tokenizer, "padding_side", "right")
+    # Left padding, and a pad token if the tokenizer has none; both restored afterwards.
+    old_side, old_pad = getattr(tokenizer, "padding_side", "right"), tokenizer.pad_token
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -140,6 +141,8 @@ def run_probes(
         bar.close()
     finally:
         tokenizer.padding_side = old_side
+        if old_pad is None:
+            tokenizer.pad_token = None
     return _frames(handle, prompts, targets, records, list(columns), vocab_share, lens.name)
 
 

@@ -243,8 +243,8 @@ _TEXT_ENTROPY = (
 )
 
 _TEXT_ANSWERS = (
-    "Probability of the known answer in the target language versus its English form, on a "
-    "log scale. Solid: total probability of every token that begins the word (tokens shared "
+    "Probability of the known answer in the target language versus its English form. "
+    "Solid: total probability of every token that begins the word (tokens shared "
     "by both sets removed); dotted: the exact first token (hover for its median rank). An "
     "English line that rises before the target line suggests English as a pivot; at "
     "near-uniform layers both lines are tiny and carry no signal."
@@ -360,6 +360,6 @@ def default_sections(
         if _has_rows(answers, model, probe):
             sections.append(ReportSection(
                 f"{name}: answer probability, target vs English", _TEXT_ANSWERS,
-                [answer_curves(answers, model=model, probe=probe, log_y=True)],
+                [answer_curves(answers, model=model, probe=probe)],
             ))
     return sections

@@ -375,3 +375,13 @@ def test_write_report_atomic(tmp_path: Path, mass, stats):
         write_report(out, [ReportSection("bad", figures=["not a figure"])], title="R")
     assert out.read_bytes() == before
     assert [p.name for p in out.parent.iterdir()] == ["report.html"]
+
+
+def test_relative_heatmap_colour_range_is_clipped(mass):
+    from lensmap.plots import RELATIVE_LIMIT
+
+    sub = mass[mass["probe"] == mass["probe"].iloc[0]].copy()
+    sub.loc[sub.index[0], "mass"] = 1e-30  # log2 ratio near -100 must not set the colour range
+    heat = mass_heatmap(sub, relative=True).data[0]
+    assert heat.zmin == -RELATIVE_LIMIT and heat.zmax == RELATIVE_LIMIT
+    assert np.nanmin(np.asarray(heat.z, dtype=float)) < -90  # the data keep the true value
