@@ -30,6 +30,11 @@ def _cmd_vocab(args: argparse.Namespace) -> int:
     with pd.option_context("display.max_rows", 200, "display.width", 160):
         print(f"{handle.name}: {handle.vocab_size} vocabulary ids")
         print(vmap.counts().to_string())
+    if args.table:
+        from lensmap.io import atomic_write_csv
+
+        atomic_write_csv(args.table, vmap.table)
+        print(f"wrote the label of every token (text, language, method, confidence) to {args.table}")
     return 0
 
 
@@ -67,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="zoo name, .gguf file, model directory or hub id")
     p.add_argument("--languages", default="en,fr,de,zh", help="comma-separated language codes (default en,fr,de,zh)")
     p.add_argument("--threshold", type=float, default=0.5, help="fastText confidence below which a token is unk")
+    p.add_argument("--table", metavar="CSV", help="also write every token's label and method to this CSV file")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_vocab)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import csv
 import os
 import shutil
 import tempfile
@@ -53,8 +54,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 
 def atomic_write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> Path:
-    """Write a DataFrame as CSV (no index) atomically."""
-    return atomic_write_text(path, frame.to_csv(index=False))
+    """Write a DataFrame as CSV (no index) atomically.
+
+    Every non-numeric field is quoted, so token texts holding a lone carriage return or other
+    control characters read back as one row.
+    """
+    return atomic_write_text(path, frame.to_csv(index=False, quoting=csv.QUOTE_NONNUMERIC))
 
 
 @contextlib.contextmanager

@@ -112,9 +112,15 @@ def test_cli_unsupported_architecture(tmp_path, capsys, qwen_tokenizer):
     assert not (tmp_path / "out").exists()
 
 
-def test_cli_vocab_prints_counts(capsys):
-    assert main(["vocab", "qwen2.5-0.5b", "--languages", "en,zh", "-q"]) == 0
+def test_cli_vocab_prints_counts(capsys, tmp_path):
+    import pandas as pd
+
+    table = tmp_path / "tokens.csv"
+    assert main(["vocab", "qwen2.5-0.5b", "--languages", "en,zh", "-q", "--table", str(table)]) == 0
     out = capsys.readouterr().out
+    tokens = pd.read_csv(table, keep_default_na=False)
+    assert len(tokens) == 151936 and {"text", "language", "method"} <= set(tokens.columns)
+    assert tokens.loc[tokens.text == " the", "language"].tolist() == ["en"]
     assert "151936 vocabulary ids" in out
     lines = {line.split()[0]: line.split() for line in out.splitlines()[2:] if line.strip()}
     assert int(lines["zh"][1]) > 20000 and int(lines["en"][1]) > 15000
