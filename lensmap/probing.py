@@ -124,8 +124,8 @@ def run_probes(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     records: list[tuple[np.ndarray, Readout]] = []
+    bar = tqdm(total=len(prompts), desc=f"lens {handle.name}", unit="prompt", disable=not progress)
     try:
-        bar = tqdm(total=len(prompts), desc=f"lens {handle.name}", unit="prompt", disable=not progress)
         for batch in _batches(len(prompts), batch_size):
             enc = tokenizer([prompts[i].text for i in batch], return_tensors="pt", padding=True)
             res = capture_residuals(handle, enc["input_ids"], enc["attention_mask"], positions=positions, layers=layers)
@@ -138,8 +138,8 @@ def run_probes(
             readout = read_layers(lens, res.hidden, layers, weights, token_ids=ids, token_sets=sets)
             records.append((prompt_of_row, readout))
             bar.update(len(batch))
-        bar.close()
     finally:
+        bar.close()
         tokenizer.padding_side = old_side
         if old_pad is None:
             tokenizer.pad_token = None
