@@ -6,15 +6,22 @@ dataclasses or DataFrames)::
     load_model → build_vocabulary_map → translation_probes / cloze_probes / load_prompts_file
     → capture_residuals → LogitLens.decode → read_layers → run_probes (all of it, as frames)
     → plots.* → report.write_report;  run_report(config) does everything for a YAML config.
+
+Tuned lens: train_tuned_lens, TunedLens.load, evaluate_lenses. Other capture libraries
+(TransformerLens, nnsight) and your own tensors: get_backend, as_handle, read_hidden.
 """
 
-from lensmap import plots, report
+from lensmap import backends, plots, report
+from lensmap.backends import as_handle, get_backend, read_hidden
 from lensmap.capture import Residuals, capture_residuals, residual_hooks, select_positions
 from lensmap.config import ReportConfig, load_config, parse_config
 from lensmap.data.probes import Prompt, cloze_probes, load_prompts_file, translation_probes
 from lensmap.errors import LensmapError
 from lensmap.languages.vocab_map import VocabularyMap, build_vocabulary_map
-from lensmap.lenses import Lens, LogitLens, check_last_layer_lens
+from lensmap.lenses import (
+    Lens, LogitLens, TrainSettings, TunedLens, check_last_layer_lens, compare_lenses, evaluate_lenses,
+    train_tuned_lens,
+)
 from lensmap.metrics.mass import Readout, read_layers, reduce_logits
 from lensmap.models.handle import ModelHandle
 from lensmap.models.loading import load_model, load_tokenizer
@@ -29,4 +36,6 @@ __all__ = [
     "cloze_probes", "load_config", "load_model", "load_prompts_file", "load_tokenizer", "parse_config",
     "plots", "read_layers", "reduce_logits", "report", "residual_hooks", "run_probes", "run_report",
     "select_positions", "translation_probes",
+    "TrainSettings", "TunedLens", "compare_lenses", "evaluate_lenses", "train_tuned_lens",
+    "as_handle", "backends", "get_backend", "read_hidden",
 ]

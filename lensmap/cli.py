@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="zoo name, .gguf file, model directory or hub id")
     p.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or float16")
     p.set_defaults(func=_cmd_check)
+
+    from lensmap.lens_cli import add_lens_commands
+
+    add_lens_commands(sub)  # lensmap lens train|eval CONFIG.yaml
     return parser
 
 

@@ -43,6 +43,27 @@ class VocabConfig:
 
 
 @dataclass
+class TunedLensConfig:
+    """How a tuned lens is trained and evaluated (``tuned_lens:``; see docs/tuned_lens.md)."""
+
+    languages: list[str] = field(default_factory=list)  # default: the config's languages
+    sources: list[str] = field(default_factory=lambda: ["bible"])  # bible | flores | generated
+    files: dict[str, str] = field(default_factory=dict)  # language -> your text file (one passage per line)
+    tokens_per_language: int = 2048
+    eval_tokens_per_language: int = 512
+    seq_len: int = 128
+    positions_per_sequence: int = 32
+    batch_size: int = 8  # sequences per frozen forward pass (their positions are shuffled into steps)
+    rows_per_step: int = 32  # positions per optimiser step
+    lr: float = 1e-3
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    seed: int = 0
+    max_minutes: float = 0.0  # 0 = no time limit
+    evaluate: bool = True
+
+
+@dataclass
 class ReportConfig:
     """Everything ``lensmap report`` needs. Only model, languages, probes and output are required."""
 
@@ -58,6 +79,10 @@ class ReportConfig:
     batch_size: int = 8
     vocab: VocabConfig = field(default_factory=VocabConfig)
     title: str = ""
+    backend: str = "native"  # native | transformer-lens | nnsight: how the residual stream is captured
+    device_map: str = ""  # "" (whole model on `device`) or auto | balanced | balanced_low_0 | sequential
+    lens_path: str = ""  # lens: tuned — a saved lens directory ("" = lensmap's cache, trained there if missing)
+    tuned_lens: TunedLensConfig = field(default_factory=TunedLensConfig)
 
 
 def _type_name(tp: Any) -> str:
@@ -136,8 +161,12 @@ def validate(config: ReportConfig) -> ReportConfig:
     if not config.probes:
         raise ConfigError("probes must list at least one probe, e.g. - {kind: translation, source: fr, target: zh}")
     _check_choice(config.dtype, ("auto", "float32", "bfloat16", "float16"), "dtype")
-    _check_choice(config.lens, ("logit",), "lens")
+    _check_choice(config.lens, ("logit", "tuned"), "lens")
+    if config.lens_path and config.lens != "tuned":
+        raise ConfigError(f"lens_path is set ({config.lens_path!r}) but lens is {config.lens!r}; set lens: tuned")
+    validate_tuned_lens(config.tuned_lens, config.languages)
     _check_choice(config.positions, ("last", "all"), "positions")
+    _validate_backend(config)
     if config.batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1; got {config.batch_size}")
     if not 0.0 <= config.vocab.threshold <= 1.0:
@@ -152,6 +181,54 @@ def validate(config: ReportConfig) -> ReportConfig:
     for i, probe in enumerate(config.probes):
         _validate_probe(probe, config.languages, f"probes[{i}]")
     return config
+
+
+DEVICE_MAPS = ("", "auto", "balanced", "balanced_low_0", "sequential")
+
+
+def _validate_backend(config: ReportConfig) -> None:
+    from lensmap.backends import BACKENDS, available_backends
+
+    _check_choice(config.backend, tuple(BACKENDS), "backend")
+    if not available_backends()[config.backend]:
+        extra = BACKENDS[config.backend][3]
+        raise ConfigError(f'backend: {config.backend} needs an optional package: pip install "lensmap[{extra}]"')
+    if config.device_map not in DEVICE_MAPS:
+        raise ConfigError(f"device_map must be one of {', '.join(repr(d) for d in DEVICE_MAPS)} "
+                          f"(\"\" keeps the whole model on `device`); got {config.device_map!r}")
+
+
+TEXT_SOURCES = ("bible", "flores", "generated")
+
+
+def validate_tuned_lens(section: TunedLensConfig, languages: list[str], where: str = "tuned_lens") -> None:
+    """Check the ``tuned_lens:`` section: languages, text sources and files, positive budgets."""
+    from lensmap.languages.lid import validate_languages
+
+    langs = section.languages or languages
+    try:
+        validate_languages(langs)
+    except LanguageError as error:
+        raise ConfigError(f"{where}.languages: {error}") from None
+    for i, source in enumerate(section.sources):
+        _check_choice(source, TEXT_SOURCES, f"{where}.sources[{i}]")
+    if not section.sources and not section.files:
+        raise ConfigError(f"{where}: give text: sources: [bible] and/or files: {{en: my_text.txt}}")
+    for lang, path in section.files.items():
+        if lang not in langs:
+            raise ConfigError(f"{where}.files.{lang}: {lang!r} is not one of the lens languages {langs}")
+        if not Path(path).is_file():
+            raise ConfigError(f"{where}.files.{lang}: text file {path!r} does not exist")
+    for name in ("tokens_per_language", "eval_tokens_per_language", "batch_size", "rows_per_step"):
+        if getattr(section, name) < 1:
+            raise ConfigError(f"{where}.{name} must be at least 1; got {getattr(section, name)}")
+    if section.seq_len < 8:
+        raise ConfigError(f"{where}.seq_len must be at least 8; got {section.seq_len}")
+    for name in ("positions_per_sequence", "warmup_steps", "seed"):
+        if getattr(section, name) < 0:
+            raise ConfigError(f"{where}.{name} must not be negative; got {getattr(section, name)}")
+    if not section.lr > 0 or section.weight_decay < 0 or section.max_minutes < 0:
+        raise ConfigError(f"{where}: lr must be positive, weight_decay and max_minutes not negative")
 
 
 def _validate_probe(probe: ProbeConfig, languages: list[str], where: str) -> None:

@@ -41,6 +41,7 @@ def run_report(config: ReportConfig | str | os.PathLike, *, progress: bool = Tru
     Writes ``language_mass.csv``, ``layer_stats.csv``, ``answer_probs.csv``, ``prompts.csv``,
     ``vocabulary.csv``, ``run.json`` and ``report.html`` (self-contained, opens offline).
     """
+    from lensmap.backends import get_backend
     from lensmap.languages.vocab_map import build_vocabulary_map
     from lensmap.lenses.logit import LogitLens
     from lensmap.metrics.answers import decode_vocab_texts
@@ -59,19 +60,27 @@ def run_report(config: ReportConfig | str | os.PathLike, *, progress: bool = Tru
         clock = now
 
     prompts = build_prompts(config.probes)  # cheap; fails early on a bad prompts file
+    backend = get_backend(config.backend)  # fails early (before the slow load) if its package is missing
     lap("prompts")
-    handle = load_model(config.model, dtype=config.dtype, device=config.device,
+    handle = load_model(config.model, dtype=config.dtype, device=config.device, device_map=config.device_map or None,
                         trust_remote_code=config.trust_remote_code)
     lap("load_model")
+    lens, lens_eval, lens_note = LogitLens(handle), None, config.lens
+    if config.lens == "tuned":  # load lens_path, or find it in the cache, or train it there
+        from lensmap.lens_cli import obtain_tuned_lens, read_eval
+
+        lens, lens_dir = obtain_tuned_lens(handle, config, progress=progress)
+        lens_eval, lens_note = read_eval(lens_dir), f"tuned ({lens_dir})"
+        lap("tuned_lens")
     lexicon = dict(config.vocab.lexicon) or None
     vmap = build_vocabulary_map(handle.tokenizer, config.languages, vocab_size=handle.vocab_size,
                                 threshold=config.vocab.threshold, lexicon_files=lexicon, progress=progress)
     lap("vocabulary_map")
     share = vmap.vocab_share()
     result = run_probes(
-        handle, prompts, vmap.weights(), vmap.columns(), lens=LogitLens(handle), positions=config.positions,
+        handle, prompts, vmap.weights(), vmap.columns(), lens=lens, positions=config.positions,
         batch_size=config.batch_size, vocab_share=[float(share[c]) for c in vmap.columns()],
-        vocab_texts=decode_vocab_texts(handle.tokenizer), progress=progress,
+        vocab_texts=decode_vocab_texts(handle.tokenizer), progress=progress, backend=backend,
     )
     lap("lens_readout")
     counts = vmap.counts()
@@ -86,13 +95,19 @@ def run_report(config: ReportConfig | str | os.PathLike, *, progress: bool = Tru
         }
         summary = {
             "model": f"{handle.name} ({handle.adapter.family}, {handle.n_layers} layers, {handle.info['dtype']})",
-            "lens": config.lens,
+            "lens": lens_note,
+            "backend": config.backend,
             "languages": ", ".join(config.languages),
             "prompts": f"{len(prompts)} in {result.mass['probe'].nunique()} probe set(s), positions: {config.positions}",
             "self-check": f"last-layer lens vs logits, max |Δ| = {handle.info.get('self_check_max_abs_diff', float('nan')):.3g}",
             "timings (s)": ", ".join(f"{k} {v}" for k, v in timings.items()),
         }
         sections = default_sections(result.mass, result.stats, result.answers if len(result.answers) else None)
+        if lens_eval is not None:  # the tuned lens's held-out evaluation, from its directory
+            from lensmap.lens_cli import eval_section
+
+            atomic_write_csv(out / "lens_eval.csv", lens_eval)
+            sections.append(eval_section(lens_eval, lens))
         write_report(out / "report.html", sections, title=config.title or f"lensmap report: {handle.name}",
                      summary=summary)
         lap("write")

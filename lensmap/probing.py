@@ -16,7 +16,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from lensmap.capture import PositionSpec, capture_residuals
+from lensmap.backends import Backend, as_handle, default_backend, get_backend
+from lensmap.capture import PositionSpec
 from lensmap.data.probes import Prompt
 from lensmap.errors import ProbeError
 from lensmap.lenses.base import Lens
@@ -96,15 +97,23 @@ def run_probes(
     vocab_share: Sequence[float] | None = None,
     vocab_texts: list[str] | None = None,
     progress: bool = True,
+    backend: str | Backend | None = None,
 ) -> ProbeResult:
     """Read every layer of ``handle`` on ``prompts`` through ``lens`` (default: logit lens).
 
     Args:
+        handle: a ModelHandle, or a Hugging Face model, TransformerLens bridge or nnsight model
+            (see :func:`lensmap.backends.as_handle`).
         weights: ``[vocab, n_columns]`` language map (see ``VocabularyMap.weights``).
         columns: the names of the weight columns (languages, then buckets).
         positions: ``"last"`` (the next-token prediction of each prompt) or ``"all"``.
         vocab_share: each column's share of the vocabulary, reported beside the mass.
+        backend: how the residuals are captured: ``native`` hooks, ``transformer-lens`` or
+            ``nnsight`` (a name or a backend from :func:`lensmap.backends.get_backend`); default:
+            the library of a wrapped bridge / nnsight model, else ``native``.
     """
+    handle = as_handle(handle)
+    capture = get_backend(default_backend(handle) if backend is None else backend)
     if not prompts:
         raise ProbeError("no prompts to run: every probe set came out empty")
     tokenizer = handle.tokenizer
@@ -128,7 +137,7 @@ def run_probes(
     try:
         for batch in _batches(len(prompts), batch_size):
             enc = tokenizer([prompts[i].text for i in batch], return_tensors="pt", padding=True)
-            res = capture_residuals(handle, enc["input_ids"], enc["attention_mask"], positions=positions, layers=layers)
+            res = capture(handle, enc["input_ids"], enc["attention_mask"], positions=positions, layers=layers)
             prompt_of_row = np.asarray([batch[b] for b in res.rows[:, 0].tolist()])
             last_of_row = _is_last_real_token(res.rows, enc["attention_mask"])
             ids = torch.tensor([targets[i].next_token if last else [-1, -1]
@@ -143,7 +152,9 @@ def run_probes(
         tokenizer.padding_side = old_side
         if old_pad is None:
             tokenizer.pad_token = None
-    return _frames(handle, prompts, targets, records, list(columns), vocab_share, lens.name)
+    result = _frames(handle, prompts, targets, records, list(columns), vocab_share, lens.name)
+    result.info["backend"] = getattr(capture, "name", type(capture).__name__)
+    return result
 
 
 def _is_last_real_token(rows: torch.Tensor, attention_mask: torch.Tensor) -> list[bool]:

@@ -124,3 +124,51 @@ def test_cli_vocab_prints_counts(capsys, tmp_path):
     assert "151936 vocabulary ids" in out
     lines = {line.split()[0]: line.split() for line in out.splitlines()[2:] if line.strip()}
     assert int(lines["zh"][1]) > 20000 and int(lines["en"][1]) > 15000
+
+
+# --- capture backends and device_map (issue 6) -------------------------------------------------
+
+def test_backend_and_device_map_defaults_and_choices():
+    config = parse_config(MINIMAL)
+    assert config.backend == "native" and config.device_map == ""
+    config = parse_config(MINIMAL | {"backend": "nnsight", "device_map": "auto"})
+    assert config.backend == "nnsight" and config.device_map == "auto"
+    with pytest.raises(ConfigError, match="backend must be one of native, transformer-lens, nnsight; got 'pyvene'"):
+        parse_config(MINIMAL | {"backend": "pyvene"})
+    with pytest.raises(ConfigError, match="device_map must be one of .*'auto'.*got 'gpu-ish'"):
+        parse_config(MINIMAL | {"device_map": "gpu-ish"})
+
+
+def test_backend_whose_package_is_missing_names_the_install_command(monkeypatch):
+    import lensmap.backends as backends
+
+    monkeypatch.setattr(backends, "available_backends", lambda: {"native": True, "transformer-lens": False,
+                                                                 "nnsight": True})
+    with pytest.raises(ConfigError, match='backend: transformer-lens needs .*pip install "lensmap\\[transformer-lens\\]"'):
+        parse_config(MINIMAL | {"backend": "transformer-lens"})
+
+
+@pytest.mark.parametrize("backend", ["transformer-lens", "nnsight"])
+def test_report_with_a_library_backend_matches_native(tmp_path, qwen_tokenizer, backend):
+    """`backend:` reaches the capture: the same language mass as native hooks, recorded in run.json."""
+    import json
+
+    import pandas as pd
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.Qwen2Config(vocab_size=len(qwen_tokenizer), hidden_size=32, intermediate_size=64,
+                            num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    tf.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "tiny")
+    qwen_tokenizer.save_pretrained(tmp_path / "tiny")
+    masses = {}
+    for name in ("native", backend):
+        out = tmp_path / name
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"model: {tmp_path / 'tiny'}\nlanguages: [en, fr]\nprobes: [{{kind: cloze, target: fr, n: 3}}]\n"
+                        f"output: {out}\ndtype: float32\nbackend: {name}\n")
+        assert main(["report", str(path), "-q"]) == 0
+        assert json.loads((out / "run.json").read_text())["config"]["backend"] == name
+        masses[name] = pd.read_csv(out / "language_mass.csv")["mass"]
+    assert (masses["native"] - masses[backend]).abs().max() <= 1e-4
