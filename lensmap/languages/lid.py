@@ -182,3 +182,52 @@ def predict_many(texts: Iterable[str]) -> tuple[list[str], np.ndarray]:
             labels.append(UNKNOWN)
             probs.append(0.0)
     return labels, np.asarray(probs, dtype=np.float32)
+
+
+# lid.176 splits some languages into varieties that short texts flip between: written Chinese
+# is often labelled Wu (wuu) or Cantonese (yue), Norwegian Bokmål `no` and Nynorsk `nn` mix, and
+# Serbo-Croatian (sh) overlaps its standard varieties. Asking for one means accepting its varieties.
+VARIETIES: dict[str, frozenset[str]] = {
+    "zh": frozenset({"wuu", "yue"}),
+    "no": frozenset({"nn"}),
+    "nn": frozenset({"no"}),
+    "sh": frozenset({"sr", "hr", "bs"}),
+    "sr": frozenset({"sh"}),
+    "hr": frozenset({"sh"}),
+    "bs": frozenset({"sh"}),
+}
+
+
+def same_language(found: str, expected: str) -> bool:
+    """True when lid.176's label ``found`` counts as ``expected`` (itself or one of its VARIETIES)."""
+    return found == expected or found in VARIETIES.get(expected, frozenset())
+
+
+def identify_text(text: str, script_share: float = 0.8) -> tuple[str, float, str]:
+    """Language of a sentence or passage: ``(language, probability, method)``.
+
+    fastText is unreliable on short CJK text (``笔记本7欧元，包7欧元`` comes out Italian, short
+    Chinese sentences Japanese or Wu), while the script settles those languages. So when at
+    least ``script_share`` of the letters belong to single-language scripts (see
+    :mod:`lensmap.languages.scripts`) the script decides (``method="script"``, probability 1):
+    Han and kana are Japanese if kana make up a tenth of them, else Chinese. Otherwise
+    fastText decides (``method="fasttext"``). Text without letters gives ``("unk", 0.0, "none")``.
+    """
+    from collections import Counter
+
+    from lensmap.languages.scripts import HAN, KANA, SHARED, char_tag, resolve_tags
+
+    tags = Counter(tag for ch in text if (tag := char_tag(ch)) is not None)
+    letters = sum(tags.values())
+    if not letters:
+        return UNKNOWN, 0.0, "none"
+    cjk = tags[HAN] + tags[KANA]
+    if cjk >= script_share * letters:
+        return ("ja" if tags[KANA] >= 0.1 * cjk else "zh"), 1.0, "script"
+    for tag, count in tags.most_common(1):
+        if tag not in (SHARED, HAN, KANA) and count >= script_share * letters:
+            language = resolve_tags({tag}, text)
+            if language is not None:
+                return language, 1.0, "script"
+    language, prob = identify(text)
+    return language, prob, "fasttext"
