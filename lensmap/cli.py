@@ -87,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     from lensmap.lens_cli import add_lens_commands
 
     add_lens_commands(sub)  # lensmap lens train|eval CONFIG.yaml
+    from lensmap.training.cli import add_sft_commands
+
+    add_sft_commands(sub)  # lensmap sft CONFIG.yaml
     return parser
 
 

@@ -116,6 +116,8 @@ def _build(cls: type, data: Any, where: str) -> Any:
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
+    if tp is Any:  # a free-form section, checked by the code that reads it
+        return value
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, where)
@@ -130,6 +132,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         return {str(k): _convert(get_args(tp)[1], v, f"{where}.{k}") for k, v in value.items()}
     if origin is Union:
         raise TypeError("unions are not used in the config schema")
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     ok = (
         (tp is bool and isinstance(value, bool))
         or (tp is int and isinstance(value, int) and not isinstance(value, bool))

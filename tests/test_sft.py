@@ -264,3 +264,57 @@ def test_resume_continues_from_the_last_complete_checkpoint(items, qwen_tokenize
     assert result.resumed_from.endswith("checkpoint-2") and result.steps == 4
     for (name, a), b in zip(straight.model.named_parameters(), resumed.model.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+# --- lensmap sft, end to end on a tiny model -----------------------------------------------------
+
+def _tiny_model_dir(tmp_path, tokenizer) -> str:
+    handle = _tiny_qwen(tokenizer)
+    handle.model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    return str(tmp_path / "tiny")
+
+
+def test_sft_command_end_to_end(tmp_path, qwen_tokenizer):
+    from lensmap.cli import main
+    from lensmap.models.loading import load_model
+
+    model_dir = _tiny_model_dir(tmp_path, qwen_tokenizer)
+    out = tmp_path / "run"
+    config = tmp_path / "sft.yaml"
+    config.write_text(
+        f"model: {model_dir}\noutput: {out}\nselect: {{layers: [3]}}\nlanguages: [fr, zh]\n"
+        "variants: [selective, full, random, lora]\nevaluate: false\n"
+        "training: {max_steps: 2, batch_size: 4, per_device_batch_size: 4, learning_rate: 1e-3, mixed_precision: 'no'}\n"
+        "probes: [{kind: cloze, target: fr, n: 3}]\nlens_languages: [en, fr]\n")
+    assert main(["sft", str(config), "-q"]) == 0
+    assert not (tmp_path / "run.work").exists()  # work dir removed after success
+    records = {r["variant"]: r for r in json.loads((out / "variants.json").read_text())}
+    assert set(records) == {"selective", "full", "random", "lora"}
+    assert records["selective"]["trainable"]["layers"] == [3] and records["random"]["trainable"]["layers"] != [3]
+    assert all(r["frozen_bit_identical"] and r["steps"] == 2 for r in records.values())
+    assert records["lora"]["optimised_params"] < records["selective"]["optimised_params"]
+    mass = __import__("pandas").read_csv(out / "language_mass.csv")
+    assert set(mass["variant"]) == {"base", "selective", "full", "random", "lora"}
+    assert (out / "report.html").stat().st_size > 10_000
+    for variant in ("selective", "lora"):  # each delta loads onto a fresh base and changes only layer 3
+        handle = load_model(model_dir, dtype="float32", self_check=False)
+        manifest = load_delta(handle, out / "weights" / variant)
+        assert manifest["tensors"] and all(name.startswith("model.layers.3.") for name in manifest["tensors"])
+
+
+def test_sft_config_errors_are_clear(tmp_path):
+    from lensmap.errors import ConfigError
+    from lensmap.training.config import parse_sft_config
+
+    base = {"model": "m", "output": str(tmp_path / "o")}
+    with pytest.raises(ConfigError, match="select needs exactly one of"):
+        parse_sft_config(base | {"select": {}})
+    with pytest.raises(ConfigError, match="variants\\[1\\] must be one of selective, full, random, lora; got 'half'"):
+        parse_sft_config(base | {"select": {"layers": [1]}, "variants": ["full", "half"]})
+    with pytest.raises(ConfigError, match="select.recommendation: file .* does not exist"):
+        parse_sft_config(base | {"select": {"recommendation": str(tmp_path / "nope.json")}})
+    with pytest.raises(ConfigError, match="unknown key 'lr' in training"):
+        parse_sft_config(base | {"select": {"layers": [1]}, "training": {"lr": 1e-3}})
+    with pytest.raises(ConfigError, match="training: per_device_batch_size \\(32\\) is larger"):
+        parse_sft_config(base | {"select": {"layers": [1]}, "training": {"per_device_batch_size": 32}})

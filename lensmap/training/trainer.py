@@ -135,6 +135,7 @@ class TrainResult:
     history: pd.DataFrame  # step, epoch, loss, learning_rate, grad_norm (one row per logged step)
     seconds: float
     steps: int
+    optimised_params: int  # what the optimiser updates (the LoRA adapters' size with lora=True)
     resumed_from: str = ""
 
 
@@ -197,6 +198,7 @@ def train_sft(
         config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
                             target_modules=lora_targets(model, trainable), bias="none")
         trained_model = get_peft_model(model, config)
+    optimised = sum(p.numel() for p in trained_model.parameters() if p.requires_grad)
     devices = int(os.environ.get("WORLD_SIZE", "1"))
     args = TrainingArguments(
         output_dir=str(work_dir),
@@ -243,5 +245,5 @@ def train_sft(
         model.eval()
     seconds = time.perf_counter() - start
     history = pd.DataFrame([row for row in trainer.state.log_history if "loss" in row])
-    return TrainResult(trainable, history, seconds, int(trainer.state.global_step),
+    return TrainResult(trainable, history, seconds, int(trainer.state.global_step), optimised,
                        str(checkpoint) if checkpoint else "")
