@@ -19,6 +19,7 @@ from typing import Any
 
 from lensmap.config import ProbeConfig, _build, _check_choice, _validate_probe
 from lensmap.errors import ConfigError, LanguageError
+from lensmap.evaluation.protocol import EvalSettings, validate_settings
 from lensmap.training.trainer import SFTSettings, TrainingError, check_settings
 
 VARIANTS = ("selective", "full", "random", "lora")
@@ -49,7 +50,7 @@ class SFTConfig:
     training: SFTSettings = field(default_factory=SFTSettings)
     random_seed: int = 0  # which random layers the `random` baseline trains
     evaluate: bool = True  # the four-scenario evaluation on base and every variant
-    evaluation: dict[str, Any] = field(default_factory=dict)  # settings of the evaluation (see docs/evaluation.md)
+    evaluation: EvalSettings = field(default_factory=EvalSettings)  # see docs/evaluation.md
     probes: list[ProbeConfig] = field(default_factory=list)  # lens readout before/after (language mass)
     lens_languages: list[str] = field(default_factory=lambda: ["en", "fr", "de", "zh"])
     dtype: str = "float32"  # the weights being trained; matmuls still run in bf16 (training.mixed_precision)
@@ -99,6 +100,8 @@ def validate_sft(config: SFTConfig) -> SFTConfig:
         raise ConfigError(f"training: {error}") from None
     for i, probe in enumerate(config.probes):
         _validate_probe(probe, config.lens_languages, f"probes[{i}]")
+    if config.evaluate:
+        validate_settings(config.evaluation)
     if not config.output.strip():
         raise ConfigError("output must name a directory, e.g. runs/sft")
     return config

@@ -21,7 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 SAMPLE_LANGUAGES = ("en", "fr", "de", "zh", "ja", "ru")
-INSTRUCTION = "Solve the following problem. Reason step by step, then give the final answer as a number."
+# The same words as the code-switched MGSM prompt of the evaluation (lensmap.evaluation.scenarios).
+INSTRUCTION = ('Solve the following problem. Reason step by step, then give the final answer as a number. '
+               'End with a last line of the form "Answer: ...".')
 SAMPLE_PATH = Path(__file__).resolve().parents[1] / "data" / "samples" / "sft_train.jsonl"
 
 # The final line of every response: "<word>: <number>", in the item's language.

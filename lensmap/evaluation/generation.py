@@ -1,0 +1,89 @@
+"""Batched generation for the evaluation: chat template, left padding, greedy by default.
+
+Prompts are sorted by length before batching (less padding, the same outputs: each row is
+generated independently of its batch mates under greedy decoding) and returned in input order.
+Generation stops at the end-of-turn token or at any configured stop string; the stop string
+and everything after it are cut from the response.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from lensmap.models.handle import ModelHandle
+
+
+@dataclass
+class GenerationSettings:
+    """How responses are generated (``evaluation.generation`` in a config)."""
+
+    max_new_tokens: int = 192
+    batch_size: int = 8
+    greedy: bool = True
+    temperature: float = 0.7  # used when greedy is false
+    top_p: float = 0.95
+    stop: list[str] = field(default_factory=lambda: ["\n\n\n"])
+    chat_template: bool = True  # use the tokenizer's chat template when it has one
+    seed: int = 0
+
+
+def render_chat(tokenizer: Any, prompt: str, use_template: bool = True) -> str:
+    """The text the model sees: the chat template's user turn plus the assistant header, or the raw prompt."""
+    if use_template and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+    return prompt + "\n\n"
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str:
+    cut = min((text.find(s) for s in stops if s and s in text), default=-1)
+    return text[:cut] if cut >= 0 else text
+
+
+def generate(
+    handle: ModelHandle,
+    prompts: Sequence[str],
+    settings: GenerationSettings | None = None,
+    *,
+    progress: bool = True,
+    desc: str = "generating",
+) -> list[str]:
+    """One response per prompt (``prompts`` are user turns, rendered with :func:`render_chat`)."""
+    settings = settings or GenerationSettings()
+    tokenizer, model = handle.tokenizer, handle.model
+    texts = [render_chat(tokenizer, p, settings.chat_template) for p in prompts]
+    order = sorted(range(len(texts)), key=lambda i: len(tokenizer(texts[i], add_special_tokens=False)["input_ids"]))
+    old_side, old_pad = tokenizer.padding_side, tokenizer.pad_token
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    templated = settings.chat_template and getattr(tokenizer, "chat_template", None)
+    responses: list[str] = [""] * len(texts)
+    torch.manual_seed(settings.seed)
+    was_training = model.training
+    model.eval()
+    bar = tqdm(total=len(texts), desc=desc, unit="prompt", disable=not progress)
+    try:
+        for start in range(0, len(order), settings.batch_size):
+            batch = order[start:start + settings.batch_size]
+            enc = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
+                            add_special_tokens=not templated).to(handle.device)
+            sampling = {} if settings.greedy else {"temperature": settings.temperature, "top_p": settings.top_p}
+            with torch.no_grad():
+                out = model.generate(**enc, max_new_tokens=settings.max_new_tokens, do_sample=not settings.greedy,
+                                     pad_token_id=tokenizer.pad_token_id, stop_strings=list(settings.stop) or None,
+                                     tokenizer=tokenizer, **sampling)
+            decoded = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            for i, text in zip(batch, decoded):
+                responses[i] = cut_at_stop(text, settings.stop).strip()
+            bar.update(len(batch))
+    finally:
+        bar.close()
+        tokenizer.padding_side, tokenizer.pad_token = old_side, old_pad
+        model.train(was_training)
+    return responses
