@@ -59,6 +59,14 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from lensmap.evaluation.run import run_evaluation
+
+    out = run_evaluation(args.config, progress=not args.quiet)
+    print(f"wrote {out}/eval_summary.csv, {out}/eval_items.csv and {out}/report.html")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lensmap", description="Which layers of a multilingual LLM speak which language.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     from lensmap.lens_cli import add_lens_commands
 
     add_lens_commands(sub)  # lensmap lens train|eval CONFIG.yaml
+    p = sub.add_parser("eval", help="the four-scenario evaluation (MMLU, MGSM, XQuAD): accuracy and language consistency")
+    p.add_argument("config", help="YAML config (see examples/eval.yaml and docs/evaluation.md)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_eval)
+
     from lensmap.training.cli import add_sft_commands
 
     add_sft_commands(sub)  # lensmap sft CONFIG.yaml

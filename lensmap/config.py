@@ -15,6 +15,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from lensmap.errors import ConfigError, LanguageError
+from lensmap.evaluation.protocol import EvalSettings
 
 PROBE_KINDS = ("translation", "cloze", "file")
 DOMAINS = {"translation": ("territories", "languages", "months", "weekdays"), "cloze": ("months", "weekdays")}
@@ -83,6 +84,8 @@ class ReportConfig:
     device_map: str = ""  # "" (whole model on `device`) or auto | balanced | balanced_low_0 | sequential
     lens_path: str = ""  # lens: tuned — a saved lens directory ("" = lensmap's cache, trained there if missing)
     tuned_lens: TunedLensConfig = field(default_factory=TunedLensConfig)
+    evaluate: bool = False  # also run the four-scenario evaluation (`evaluation:`) and add it to the report
+    evaluation: EvalSettings = field(default_factory=EvalSettings)
 
 
 def _type_name(tp: Any) -> str:
@@ -173,6 +176,10 @@ def validate(config: ReportConfig) -> ReportConfig:
         raise ConfigError(f"lens_path is set ({config.lens_path!r}) but lens is {config.lens!r}; set lens: tuned")
     validate_tuned_lens(config.tuned_lens, config.languages)
     _check_choice(config.positions, ("last", "all"), "positions")
+    if config.evaluate:
+        from lensmap.evaluation.protocol import validate_settings
+
+        validate_settings(config.evaluation)
     _validate_backend(config)
     if config.batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1; got {config.batch_size}")

@@ -83,6 +83,12 @@ def run_report(config: ReportConfig | str | os.PathLike, *, progress: bool = Tru
         vocab_texts=decode_vocab_texts(handle.tokenizer), progress=progress, backend=backend,
     )
     lap("lens_readout")
+    eval_frames = None
+    if config.evaluate:
+        from lensmap.evaluation.protocol import evaluate_model
+
+        eval_frames = evaluate_model(handle, config.evaluation, progress=progress)
+        lap("evaluation")
     counts = vmap.counts()
     with staged_directory(config.output) as out:
         write_outputs(out, result, counts)
@@ -108,6 +114,12 @@ def run_report(config: ReportConfig | str | os.PathLike, *, progress: bool = Tru
 
             atomic_write_csv(out / "lens_eval.csv", lens_eval)
             sections.append(eval_section(lens_eval, lens))
+        if eval_frames is not None:
+            from lensmap.evaluation.plots import evaluation_sections
+            from lensmap.evaluation.run import write_evaluation
+
+            write_evaluation(out, *eval_frames)
+            sections += evaluation_sections(*eval_frames)
         write_report(out / "report.html", sections, title=config.title or f"lensmap report: {handle.name}",
                      summary=summary)
         lap("write")
