@@ -56,6 +56,8 @@ class ProbeResult:
     answers: pd.DataFrame
     prompts: pd.DataFrame
     info: dict = field(default_factory=dict)
+    row_mass: np.ndarray | None = None  # [layers, rows, columns] per-row mass (what the frames average)
+    row_prompt: np.ndarray | None = None  # [rows] index into the prompts of each row
 
 
 def answer_tokens(tokenizer, prompts: Sequence[Prompt], vocab_texts: list[str] | None = None) -> list[AnswerTokens]:
@@ -219,7 +221,9 @@ def _frames(handle, prompts, targets, records, columns, vocab_share, lens_name) 
         "n_english_word_start": [len(t.word_start[1]) for t in targets],
         "final_top_token": [_token_text(tok, int(top[-1, last_row[i]])) for i in range(len(prompts))],
     })
-    return ProbeResult(mass_df, stats_df, answers_df, prompts_df, {"lens": lens_name, "n_rows": int(n_rows)})
+    return ProbeResult(mass_df, stats_df, answers_df, prompts_df, {"lens": lens_name, "n_rows": int(n_rows),
+                                                                    "columns": list(columns)},
+                       row_mass=mass, row_prompt=prompt_idx)
 
 
 def _summarise(long: pd.DataFrame, value: str, by: list[str]) -> pd.DataFrame:
