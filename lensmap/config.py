@@ -65,6 +65,25 @@ class TunedLensConfig:
 
 
 @dataclass
+class PhasesConfig:
+    """Cross-lingual similarity, phase detection and the recommendation (``phases:``; docs/phases.md)."""
+
+    enabled: bool = True
+    source: str = "cldr"  # cldr | bible | files | table: the parallel items
+    domain: str = "territories"  # cldr: territories | languages | months | weekdays
+    n: int = 60  # parallel items (cldr, bible); 0 = all
+    files: dict[str, str] = field(default_factory=dict)  # files: language -> FLORES-format file
+    table: str = ""  # table: a TSV (one column per language) or JSONL file
+    languages: list[str] = field(default_factory=list)  # default: the config's languages
+    n_boot: int = 1000  # bootstrap resamples of the similarity intervals
+    phase_boot: int = 200  # bootstrap resamples of the boundaries
+    seed: int = 0
+    strategy: str = "linguamap"  # linguamap | cogsym | custom
+    budget: float = 0.05  # linguamap: largest fraction of parameters to train
+    layers: list[int] = field(default_factory=list)  # custom: the blocks
+
+
+@dataclass
 class ReportConfig:
     """Everything ``lensmap report`` needs. Only model, languages, probes and output are required."""
 
@@ -84,6 +103,7 @@ class ReportConfig:
     device_map: str = ""  # "" (whole model on `device`) or auto | balanced | balanced_low_0 | sequential
     lens_path: str = ""  # lens: tuned — a saved lens directory ("" = lensmap's cache, trained there if missing)
     tuned_lens: TunedLensConfig = field(default_factory=TunedLensConfig)
+    phases: PhasesConfig = field(default_factory=PhasesConfig)
     evaluate: bool = False  # also run the four-scenario evaluation (`evaluation:`) and add it to the report
     evaluation: EvalSettings = field(default_factory=EvalSettings)
 
@@ -176,6 +196,7 @@ def validate(config: ReportConfig) -> ReportConfig:
         raise ConfigError(f"lens_path is set ({config.lens_path!r}) but lens is {config.lens!r}; set lens: tuned")
     validate_tuned_lens(config.tuned_lens, config.languages)
     _check_choice(config.positions, ("last", "all"), "positions")
+    _validate_phases(config.phases, config.languages)
     if config.evaluate:
         from lensmap.evaluation.protocol import validate_settings
 
@@ -195,6 +216,39 @@ def validate(config: ReportConfig) -> ReportConfig:
     for i, probe in enumerate(config.probes):
         _validate_probe(probe, config.languages, f"probes[{i}]")
     return config
+
+
+def _validate_phases(section: PhasesConfig, languages: list[str]) -> None:
+    from lensmap.languages.lid import validate_languages
+
+    if not section.enabled:
+        return
+    _check_choice(section.source, ("cldr", "bible", "files", "table"), "phases.source")
+    _check_choice(section.strategy, ("linguamap", "cogsym", "custom"), "phases.strategy")
+    langs = section.languages or languages
+    if len(langs) < 2:
+        raise ConfigError("phases: similarity needs at least two languages (phases.languages or languages); "
+                          "or set phases: {enabled: false}")
+    try:
+        validate_languages(langs)
+    except LanguageError as error:
+        raise ConfigError(f"phases.languages: {error}") from None
+    if section.source == "cldr":
+        _check_choice(section.domain, DOMAINS["translation"], "phases.domain")
+    if section.source == "files":
+        if not section.files:
+            raise ConfigError("phases.source: files needs phases.files: {en: en.txt, fr: fr.txt, ...}")
+        for lang, path in section.files.items():
+            if not Path(path).is_file():
+                raise ConfigError(f"phases.files.{lang}: file {path!r} does not exist")
+    if section.source == "table" and not Path(section.table).is_file():
+        raise ConfigError(f"phases.table: file {section.table!r} does not exist (TSV or JSONL of aligned items)")
+    if section.strategy == "custom" and not section.layers:
+        raise ConfigError("phases.strategy: custom needs phases.layers: [..] (decoder blocks)")
+    if not 0 < section.budget <= 1:
+        raise ConfigError(f"phases.budget must be a fraction in (0, 1]; got {section.budget}")
+    if section.n < 0 or section.n_boot < 10 or section.phase_boot < 10:
+        raise ConfigError("phases: n must be >= 0, n_boot and phase_boot at least 10")
 
 
 DEVICE_MAPS = ("", "auto", "balanced", "balanced_low_0", "sequential")

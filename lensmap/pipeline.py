@@ -35,6 +35,54 @@ def build_prompts(probes: list[ProbeConfig]) -> list[Prompt]:
     return prompts
 
 
+def parallel_items(config: ReportConfig):
+    """The parallel set the ``phases:`` section names."""
+    from lensmap.data.parallel import bible_parallel, cldr_parallel, files_parallel, table_parallel
+
+    section = config.phases
+    languages = section.languages or config.languages
+    if section.source == "cldr":
+        return cldr_parallel(languages, section.domain, n=section.n, seed=section.seed)
+    if section.source == "bible":
+        return bible_parallel(languages, n=section.n, seed=section.seed)
+    if section.source == "files":
+        return files_parallel(section.files)
+    return table_parallel(section.table, languages)
+
+
+def analyse_phases(handle, config: ReportConfig, result: ProbeResult | None = None, *, progress: bool = True):
+    """Similarity of parallel items, phase boundaries and the recommendation for one model.
+
+    Returns ``(phases, similarity frame, recommendation, note)``; ``phases`` is None (and the
+    note says why) when the model or the probes cannot carry a phase analysis, e.g. a model of
+    fewer than 4 layers or no probe with a target language. ``result`` is the backbone's
+    readout of the config's probes (computed here when not given).
+    """
+    from lensmap.errors import LensmapError
+    from lensmap.metrics.similarity import run_similarity
+    from lensmap.phases import alignment_items, detect_phases, target_mass_rows
+    from lensmap.recommend import recommend
+
+    section = config.phases
+    if result is None:
+        from lensmap.languages.vocab_map import build_vocabulary_map
+
+        vmap = build_vocabulary_map(handle.tokenizer, config.languages, vocab_size=handle.vocab_size, progress=progress)
+        result = run_probes(handle, build_prompts(config.probes), vmap.weights(), vmap.columns(),
+                            batch_size=config.batch_size, progress=progress)
+    similarity, states = run_similarity(handle, parallel_items(config), n_boot=section.n_boot, seed=section.seed,
+                                        progress=progress)
+    phases, note = None, ""
+    try:
+        phases = detect_phases(alignment_items(states), target_mass_rows(result), n_boot=section.phase_boot,
+                               seed=section.seed)
+    except LensmapError as error:
+        note = f"No phase analysis: {error}."
+    recommendation = recommend(handle, section.strategy, phases=phases, budget=section.budget,
+                               layers=section.layers or None)
+    return phases, similarity, recommendation, note
+
+
 def run_report(config: ReportConfig | str | os.PathLike, *, progress: bool = True) -> Path:
     """Run the whole backbone for one config and write its output directory; return its path.
 
@@ -83,6 +131,10 @@ def run_report(config: ReportConfig | str | os.PathLike, *, progress: bool = Tru
         vocab_texts=decode_vocab_texts(handle.tokenizer), progress=progress, backend=backend,
     )
     lap("lens_readout")
+    phase_outputs = None
+    if config.phases.enabled:
+        phase_outputs = analyse_phases(handle, config, result, progress=progress)
+        lap("phases")
     eval_frames = None
     if config.evaluate:
         from lensmap.evaluation.protocol import evaluate_model
@@ -114,6 +166,19 @@ def run_report(config: ReportConfig | str | os.PathLike, *, progress: bool = Tru
 
             atomic_write_csv(out / "lens_eval.csv", lens_eval)
             sections.append(eval_section(lens_eval, lens))
+        if phase_outputs is not None:
+            from lensmap.phase_plots import add_phase_bands, phase_section
+            from lensmap.recommend import write_recommendation
+
+            phases, similarity, recommendation, note = phase_outputs
+            atomic_write_csv(out / "similarity.csv", similarity)
+            write_recommendation(recommendation, out / "recommendation.json")
+            if phases is not None:
+                atomic_write_text(out / "phases.json", json.dumps(phases.to_dict(), indent=2))
+                for section in sections:  # every layer-indexed figure gets the phase bands
+                    for fig in section.figures:
+                        add_phase_bands(fig, phases)
+            sections.insert(1, phase_section(phases, similarity, recommendation, note))
         if eval_frames is not None:
             from lensmap.evaluation.plots import evaluation_sections
             from lensmap.evaluation.run import write_evaluation
