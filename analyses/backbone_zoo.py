@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 import lensmap as lm
-from lensmap.io import atomic_write_csv, atomic_write_text
+from figure_files import save_figure  # analyses/figure_files.py (the script's folder is on sys.path)
+from lensmap.io import atomic_write_csv
 from lensmap.models.zoo import ZOO, is_installed
 from lensmap.pipeline import write_outputs
 
@@ -30,15 +31,6 @@ def probes() -> list[lm.Prompt]:
         + lm.translation_probes("de", "fr", n=40)
         + lm.cloze_probes("fr", n=24)
     )
-
-
-def save_figure(fig, stem: str) -> str:
-    png = ROOT / "figures" / f"{stem}.png"  # not with_suffix: model names hold dots (qwen2.5-0.5b)
-    try:
-        fig.write_image(str(png), width=1000, height=fig.layout.height or 450, scale=1)
-        return png.name
-    except Exception:  # no kaleido or no browser: keep the figure as plotly JSON
-        return atomic_write_text(png.with_name(f"{stem}.json"), fig.to_json()).name
 
 
 def run(model: str) -> None:

@@ -327,8 +327,8 @@ def parse_config(data: Any) -> ReportConfig:
     return validate(_build(ReportConfig, data, ""))
 
 
-def load_config(path: str | os.PathLike) -> ReportConfig:
-    """Read, parse and validate a YAML config file."""
+def read_yaml(path: str | os.PathLike, empty_hint: str = "see examples/demo.yaml for a minimal config") -> Any:
+    """Parsed YAML of a config file; a missing, unreadable, invalid or empty file is a ConfigError."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
@@ -341,5 +341,10 @@ def load_config(path: str | os.PathLike) -> ReportConfig:
     except UnicodeDecodeError:
         raise ConfigError(f"{path} is not UTF-8 text") from None
     if data is None:
-        raise ConfigError(f"{path} is empty; see examples/demo.yaml for a minimal config")
-    return parse_config(data)
+        raise ConfigError(f"{path} is empty; {empty_hint}")
+    return data
+
+
+def load_config(path: str | os.PathLike) -> ReportConfig:
+    """Read, parse and validate a YAML config file."""
+    return parse_config(read_yaml(path))

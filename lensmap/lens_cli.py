@@ -52,22 +52,9 @@ class LensConfig:
 
 
 def _read_yaml(path: str | os.PathLike) -> Any:
-    import yaml
+    from lensmap.config import read_yaml
 
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {str(path)!r} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{path} is not valid YAML{at}: {getattr(error, 'problem', error)}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path} is not UTF-8 text") from None
-    if data is None:
-        raise ConfigError(f"{path} is empty; it needs at least model: and languages:")
-    return data
+    return read_yaml(path, "it needs at least model: and languages:")
 
 
 def parse_lens_config(data: Any) -> LensConfig:

@@ -158,7 +158,7 @@ def detect_phases(
         _boundaries(alignment[:, rng.integers(0, alignment.shape[1], alignment.shape[1])],
                     target_mass[:, rng.integers(0, target_mass.shape[1], target_mass.shape[1])], n_layers)
         for _ in range(n_boot)])
-    b_align, b_rise, b_gen, b_trise = boot[:, 0], boot[:, 1], boot[:, 3], boot[:, 4]
+    b_align, b_gen, b_trise = boot[:, 0], boot[:, 3], boot[:, 4]
     reasons = []
     has_align = z >= min_rise_z and rise >= 0.1 * abs(peak)
     if not has_align:

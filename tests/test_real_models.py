@@ -7,7 +7,6 @@ import json
 import pandas as pd
 import pytest
 
-from lensmap.cli import main
 from lensmap.config import parse_config
 from lensmap.pipeline import run_report
 

@@ -42,9 +42,9 @@ class EvalConfig:
 def load_eval_config(path: str | os.PathLike) -> EvalConfig:
     """Read an eval config; a report config with an ``evaluation:`` section works too."""
     from lensmap.config import _build, _check_choice
-    from lensmap.lens_cli import _read_yaml
+    from lensmap.config import read_yaml
 
-    data = _read_yaml(path)
+    data = read_yaml(path, 'it needs at least model: and output:')
     if isinstance(data, dict) and "probes" in data:  # a report config
         from lensmap.config import parse_config
 

@@ -114,6 +114,6 @@ def parse_sft_config(data: Any) -> SFTConfig:
 
 def load_sft_config(path: str | os.PathLike) -> SFTConfig:
     """Read, parse and validate an ``lensmap sft`` YAML file."""
-    from lensmap.lens_cli import _read_yaml
+    from lensmap.config import read_yaml
 
-    return parse_sft_config(_read_yaml(path))
+    return parse_sft_config(read_yaml(path, 'it needs at least model:, output: and select:'))
