@@ -284,7 +284,9 @@ def test_sft_command_end_to_end(tmp_path, qwen_tokenizer):
     config = tmp_path / "sft.yaml"
     config.write_text(
         f"model: {model_dir}\noutput: {out}\nselect: {{layers: [3]}}\nlanguages: [fr, zh]\n"
-        "variants: [selective, full, random, lora]\nevaluate: false\n"
+        "variants: [selective, full, random, lora]\n"
+        "evaluation: {benchmarks: [mgsm], languages: [fr, zh], n_items: 1, scenarios: [code_switched],"
+        " generation: {max_new_tokens: 2}}\n"
         "training: {max_steps: 2, batch_size: 4, per_device_batch_size: 4, learning_rate: 1e-3, mixed_precision: 'no'}\n"
         "probes: [{kind: cloze, target: fr, n: 3}]\nlens_languages: [en, fr]\n")
     assert main(["sft", str(config), "-q"]) == 0
@@ -294,6 +296,11 @@ def test_sft_command_end_to_end(tmp_path, qwen_tokenizer):
     assert records["selective"]["trainable"]["layers"] == [3] and records["random"]["trainable"]["layers"] != [3]
     assert all(r["frozen_bit_identical"] and r["steps"] == 2 for r in records.values())
     assert records["lora"]["optimised_params"] < records["selective"]["optimised_params"]
+    comparison = __import__("pandas").read_csv(out / "sft_comparison.csv")
+    assert list(comparison.columns) == ["variant", "benchmark", "scenario", "language", "n", "accuracy",
+                                        "language_consistency"]
+    assert sorted(comparison["variant"].unique()) == ["base", "full", "lora", "random", "selective"]
+    assert len(comparison) == 5 * 2 and (comparison["n"] == 1).all()
     mass = __import__("pandas").read_csv(out / "language_mass.csv")
     assert set(mass["variant"]) == {"base", "selective", "full", "random", "lora"}
     assert (out / "report.html").stat().st_size > 10_000
