@@ -9,6 +9,8 @@ dataclasses or DataFrames)::
 
 Tuned lens: train_tuned_lens, TunedLens.load, evaluate_lenses. Other capture libraries
 (TransformerLens, nnsight) and your own tensors: get_backend, as_handle, read_hidden.
+Phases: cldr_parallel / bible_parallel → run_similarity → detect_phases → lensmap.recommend.recommend.
+Evaluation: evaluate_model. Selective SFT: lensmap.training (train_sft, load_delta, run_sft).
 """
 
 from lensmap import backends, plots, report
@@ -25,7 +27,12 @@ from lensmap.lenses import (
 from lensmap.metrics.mass import Readout, read_layers, reduce_logits
 from lensmap.models.handle import ModelHandle
 from lensmap.models.loading import load_model, load_tokenizer
-from lensmap.pipeline import run_report
+from lensmap.data.parallel import ParallelSet, bible_parallel, cldr_parallel, files_parallel, table_parallel
+from lensmap.evaluation import EvalSettings, evaluate_model
+from lensmap.metrics.similarity import run_similarity
+from lensmap.phases import Phases, alignment_items, detect_phases, target_mass_rows
+from lensmap.pipeline import analyse_phases, run_report
+from lensmap.recommend import Recommendation, write_recommendation  # recommend(): lensmap.recommend.recommend
 from lensmap.probing import ProbeResult, run_probes
 
 __version__ = "0.1.0"
@@ -38,4 +45,7 @@ __all__ = [
     "select_positions", "translation_probes",
     "TrainSettings", "TunedLens", "compare_lenses", "evaluate_lenses", "train_tuned_lens",
     "as_handle", "backends", "get_backend", "read_hidden",
+    "EvalSettings", "ParallelSet", "Phases", "Recommendation", "alignment_items", "analyse_phases", "bible_parallel",
+    "cldr_parallel", "detect_phases", "evaluate_model", "files_parallel", "run_similarity",
+    "table_parallel", "target_mass_rows", "write_recommendation",
 ]
