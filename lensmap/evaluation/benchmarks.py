@@ -92,7 +92,10 @@ def load_mmlu(path: str | os.PathLike, language: str) -> list[BenchItem]:
     if path.suffix == ".parquet":
         import pandas as pd
 
-        records = pd.read_parquet(path).to_dict("records")
+        try:
+            records = pd.read_parquet(path).to_dict("records")
+        except ImportError:
+            raise BenchmarkError(f"{path}: reading parquet needs pyarrow: pip install pyarrow") from None
     elif path.suffix in (".jsonl", ".json"):
         records = _jsonl(path)
     else:
