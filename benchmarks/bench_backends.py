@@ -29,36 +29,22 @@ import time
 
 import torch
 
+from memory import MIXED_TEXT, reset_peak, status_mb  # benchmarks/memory.py
+
 METHODS = ("native", "transformer-lens", "nnsight")
-WORDS = ("Le Japon, l'Allemagne et la Chine sont des pays. 日本和德国是国家。 Japan and Germany are "
-         "countries. Deutschland und Japan sind Länder. ")
-
-
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak() -> None:
-    # Linux: writing 5 to clear_refs resets VmHWM (the peak RSS) to the current RSS.
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
 
 
 def _measure(fn, repeats: int) -> dict:
     gc.collect()
-    _reset_peak()
-    base = _status_mb("VmRSS")
+    reset_peak()
+    base = status_mb("VmRSS")
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
     return {"best_s": min(times), "median_s": statistics.median(times), "times_s": times,
-            "extra_peak_mb": _status_mb("VmHWM") - base}
+            "extra_peak_mb": status_mb("VmHWM") - base}
 
 
 def worker(method: str, args) -> dict:
@@ -72,7 +58,7 @@ def worker(method: str, args) -> dict:
     handle = load_model(args.model, dtype=args.dtype, self_check=False)
     vmap = build_vocabulary_map(handle.tokenizer, ["en", "fr", "de", "zh"], vocab_size=handle.vocab_size, progress=False)
     weights = vmap.weights()
-    ids = handle.tokenizer(WORDS * 40, return_tensors="pt").input_ids[:, : args.tokens].repeat(args.batch, 1)
+    ids = handle.tokenizer(MIXED_TEXT * 40, return_tensors="pt").input_ids[:, : args.tokens].repeat(args.batch, 1)
     mask = torch.ones_like(ids)
     mask[1::2, : args.tokens // 4] = 0  # every other row left-padded by a quarter
     layers = list(range(handle.n_layers + 1))

@@ -24,22 +24,7 @@ import time
 
 import torch
 
-WORDS = ("Le Japon, l'Allemagne et la Chine sont des pays. 日本和德国是国家。 Japan and Germany are "
-         "countries. Deutschland und Japan sind Länder. ")
-
-
-def _status_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def _reset_peak() -> None:
-    # Linux: writing 5 to clear_refs resets VmHWM (the peak RSS) to the current RSS.
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")
+from memory import MIXED_TEXT, reset_peak, status_mb  # benchmarks/memory.py
 
 
 def worker(method: str, args) -> dict:
@@ -53,7 +38,7 @@ def worker(method: str, args) -> dict:
     handle = load_model(args.model, dtype=args.dtype, self_check=False)
     vmap = build_vocabulary_map(handle.tokenizer, ["en", "fr", "de", "zh"], vocab_size=handle.vocab_size, progress=False)
     weights = vmap.weights()
-    ids = handle.tokenizer(WORDS * 40, return_tensors="pt").input_ids[:, : args.tokens].repeat(args.batch, 1)
+    ids = handle.tokenizer(MIXED_TEXT * 40, return_tensors="pt").input_ids[:, : args.tokens].repeat(args.batch, 1)
     mask = torch.ones_like(ids)
     model, lens = handle.model, LogitLens(handle)
     layers = list(range(handle.n_layers + 1))
@@ -79,15 +64,15 @@ def worker(method: str, args) -> dict:
     fn = {"lensmap": run_lensmap, "naive": run_naive, "matmul": run_matmul}[method]
     fn()  # warm-up
     gc.collect()
-    _reset_peak()
-    base_rss = _status_mb("VmRSS")
+    reset_peak()
+    base_rss = status_mb("VmRSS")
     times = []
     for _ in range(args.repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
     return {"method": method, "median_s": statistics.median(times), "times_s": times,
-            "extra_peak_mb": _status_mb("VmHWM") - base_rss, "rows": int(ids.numel() * len(layers)),
+            "extra_peak_mb": status_mb("VmHWM") - base_rss, "rows": int(ids.numel() * len(layers)),
             "vocab": handle.vocab_size, "dtype": str(handle.dtype)}
 
 

@@ -18,16 +18,9 @@ import time
 
 import torch
 
-TEXT = ("Le Japon, l'Allemagne et la Chine sont des pays. 日本和德国是国家。 Japan and Germany are countries. "
-        "Deutschland und Japan sind Länder. ") * 40
+from memory import MIXED_TEXT, status_mb  # benchmarks/memory.py
 
-
-def _rss_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+TEXT = MIXED_TEXT * 40
 
 
 def main() -> None:
@@ -47,7 +40,7 @@ def main() -> None:
     ids = handle.tokenizer(TEXT, return_tensors="pt").input_ids[:, : args.seq_len]
     lens = lm.TunedLens(handle)
     optimizer = torch.optim.AdamW(lens.parameters(), lr=1e-3)
-    base = _rss_mb("VmRSS")
+    base = status_mb("VmRSS")
     parts: dict[str, list[float]] = {"forward": [], "target": [], "layers": [], "optimizer": []}
     with preserved_state(handle.model):
         handle.model.requires_grad_(False)
@@ -76,7 +69,7 @@ def main() -> None:
         "ms_per_position": round(1000 * total / rows, 1),
         "parts_seconds": {k: round(v, 3) for k, v in median.items()},
         "forward_share": round(median["forward"] / total, 3),
-        "peak_rss_above_model_mb": round(_rss_mb("VmHWM") - base, 1),
+        "peak_rss_above_model_mb": round(status_mb("VmHWM") - base, 1),
         "threads": torch.get_num_threads(),
     }, indent=2))
 
