@@ -325,3 +325,15 @@ def test_sft_config_errors_are_clear(tmp_path):
         parse_sft_config(base | {"select": {"layers": [1]}, "training": {"lr": 1e-3}})
     with pytest.raises(ConfigError, match="training: per_device_batch_size \\(32\\) is larger"):
         parse_sft_config(base | {"select": {"layers": [1]}, "training": {"per_device_batch_size": 32}})
+
+
+def test_mmlu_items_convert_to_training_items(tmp_path):
+    from lensmap.evaluation.benchmarks import sample_path
+    from lensmap.training.items import items_from_mmlu
+
+    items = items_from_mmlu(sample_path("mmlu", "fr"), "fr")
+    first = items[0]
+    assert len(items) == 20 and first.answer == "C" and first.language == "fr"
+    assert first.question.endswith("D. L'océan Arctique") and first.reasoning == "La bonne option est C : L'océan Pacifique."
+    with pytest.raises(TrainingDataError, match="no MMLU reasoning template in 'sw'"):
+        items_from_mmlu(sample_path("mmlu", "fr"), "sw")

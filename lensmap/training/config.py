@@ -45,6 +45,7 @@ class SFTConfig:
     select: SelectConfig
     languages: list[str] = field(default_factory=list)  # training languages; empty = every language in the files
     train_files: list[str] = field(default_factory=list)  # JSONL items; empty = the shipped training set
+    train_mmlu: dict[str, str] = field(default_factory=dict)  # language -> MMLU-format file, converted to items
     check_language: bool = True  # refuse items the language identifier places in another language
     variants: list[str] = field(default_factory=lambda: ["selective", "full", "random"])
     training: SFTSettings = field(default_factory=SFTSettings)
@@ -87,6 +88,9 @@ def validate_sft(config: SFTConfig) -> SFTConfig:
         if not Path(path).is_file():
             raise ConfigError(f"train_files: {path!r} does not exist (JSONL with language, instruction, question, "
                               "reasoning, answer)")
+    for lang, path in config.train_mmlu.items():
+        if not Path(path).is_file():
+            raise ConfigError(f"train_mmlu.{lang}: {path!r} does not exist (an MMLU-format CSV, JSONL or parquet file)")
     for name in ("languages", "lens_languages"):
         try:
             if getattr(config, name):

@@ -123,3 +123,33 @@ def check_item_languages(items: Sequence[SFTItem], min_confidence: float = 0.5) 
         shown = "; ".join(wrong[:5]) + (f"; and {len(wrong) - 5} more" if len(wrong) > 5 else "")
         raise TrainingDataError(f"{len(wrong)} training item(s) are not in their stated language: {shown}. "
                                 "Fix the `language` field or the text (or set check_language: false)")
+
+
+# The worked reasoning of a converted MMLU item, in its language.
+MMLU_REASONING = {
+    "en": "The correct option is {letter}: {text}.", "fr": "La bonne option est {letter} : {text}.",
+    "de": "Die richtige Option ist {letter}: {text}.", "es": "La opción correcta es {letter}: {text}.",
+    "zh": "正确的选项是{letter}：{text}。", "ja": "正しい選択肢は{letter}：{text}です。",
+    "ru": "Правильный вариант — {letter}: {text}.",
+}
+MMLU_INSTRUCTION = "Answer the following multiple-choice question. Give the letter of the correct option."
+
+
+def items_from_mmlu(path: str | os.PathLike, language: str, instruction: str = MMLU_INSTRUCTION) -> list[SFTItem]:
+    """Training items from an MMLU-format file (see :func:`lensmap.evaluation.benchmarks.load_mmlu`).
+
+    The question carries its four options; the reasoning names the correct option in the
+    item's language (:data:`MMLU_REASONING`); the answer is the letter.
+    """
+    from lensmap.evaluation.benchmarks import LETTERS, load_mmlu
+
+    if language not in MMLU_REASONING:
+        raise TrainingDataError(f"no MMLU reasoning template in {language!r} (have {', '.join(sorted(MMLU_REASONING))})")
+    items = []
+    for bench in load_mmlu(path, language):
+        options = "\n".join(f"{letter}. {option}" for letter, option in zip(LETTERS, bench.options))
+        text = bench.options[LETTERS.index(bench.answer)]
+        items.append(SFTItem(language, instruction, f"{bench.question}\n\n{options}",
+                             MMLU_REASONING[language].format(letter=bench.answer, text=text), bench.answer,
+                             id=f"{Path(path).name}:{bench.id}"))
+    return items

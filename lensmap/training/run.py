@@ -28,7 +28,9 @@ from lensmap.io import atomic_write_csv, atomic_write_text, staged_directory
 from lensmap.models.handle import ModelHandle
 from lensmap.training.config import SFTConfig, load_sft_config
 from lensmap.training.delta import changed_parameters, save_delta, snapshot
-from lensmap.training.items import SFTItem, check_item_languages, load_items, sample_items_path, select_languages
+from lensmap.training.items import (
+    SFTItem, check_item_languages, items_from_mmlu, load_items, sample_items_path, select_languages,
+)
 from lensmap.training.prompts import build_examples
 from lensmap.training.selection import TrainableSet, from_layers, from_recommendation, full, random_like
 from lensmap.training.trainer import train_sft
@@ -38,9 +40,10 @@ DONE = "variant.json"
 
 
 def training_items(config: SFTConfig) -> list[SFTItem]:
-    """The config's training items (its files, or the shipped set), in its languages, checked."""
-    paths = config.train_files or [str(sample_items_path())]
+    """The config's training items (its files and converted MMLU files, or else the shipped set), checked."""
+    paths = config.train_files or ([] if config.train_mmlu else [str(sample_items_path())])
     items = [item for path in paths for item in load_items(path)]
+    items += [item for lang, path in config.train_mmlu.items() for item in items_from_mmlu(path, lang)]
     items = select_languages(items, config.languages)
     if config.check_language:
         check_item_languages(items)
