@@ -100,10 +100,11 @@ def test_sentence_states_pool_each_items_own_tokens(qwen_tokenizer):
         alone = sentence_states(handle, [text], batch_size=1)
         torch.testing.assert_close(batched["mean"][:, i], alone["mean"][:, 0], rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(batched["last"][:, i], alone["last"][:, 0], rtol=1e-4, atol=1e-5)
-    ids = qwen_tokenizer(texts[1])["input_ids"]
-    with torch.no_grad():
+    ids = [qwen_tokenizer.eos_token_id] + qwen_tokenizer(texts[1], add_special_tokens=False)["input_ids"]
+    with torch.no_grad():  # Qwen has no BOS: the item is read after end-of-text, which is not pooled
         out = handle.model(torch.tensor([ids]), output_hidden_states=True)
-    torch.testing.assert_close(batched["mean"][1, 1], out.hidden_states[1][0].mean(0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(batched["mean"][1, 1], out.hidden_states[1][0, 1:].mean(0), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(batched["last"][2, 1], out.hidden_states[2][0, -1], rtol=1e-4, atol=1e-5)
 
 
 # --- phase detection ----------------------------------------------------------------------------

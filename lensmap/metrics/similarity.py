@@ -35,6 +35,11 @@ METRICS = ("translation_cosine", "other_cosine", "cosine_gap", "retrieval_accura
 SIMILARITY_COLUMNS = ["model", "source", "target", "layer", "pooling", "metric", "value", "ci_low", "ci_high"]
 
 
+def start_token_id(tokenizer) -> int | None:
+    """The token every item is read after: BOS, else the end-of-text token that separates documents."""
+    return tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
+
+
 def sentence_states(
     handle: ModelHandle,
     texts: Sequence[str],
@@ -45,36 +50,40 @@ def sentence_states(
 ) -> dict[str, Tensor]:
     """Pooled hidden states of every text at every residual layer.
 
-    Returns ``{"mean": [layers, n, d], "last": [layers, n, d]}`` (float32). Only the text's own
-    tokens count: padding and special tokens (a BOS the tokenizer adds) are left out.
+    Every text is read after one start token (BOS, or end-of-text for tokenizers without a BOS,
+    like Qwen's) and only the text's own tokens are pooled. The start token matters: the first
+    position of a sequence becomes an attention sink with a few huge activations, and pooling
+    over it would drown the item's meaning (on Qwen2.5 the cosine gap then sits flat at one
+    value for 20 layers). Returns ``{"mean": [layers, n, d], "last": [layers, n, d]}`` (float32).
     """
     tokenizer = handle.tokenizer
-    old_side = tokenizer.padding_side
-    old_pad = tokenizer.pad_token
-    tokenizer.padding_side = "right"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    start = start_token_id(tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (start or 0)
     pooled: dict[str, list[Tensor]] = {"mean": [], "last": []}
-    try:
-        for start in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, unit="batch"):
-            batch = list(texts[start:start + batch_size])
-            enc = tokenizer(batch, return_tensors="pt", padding=True, return_special_tokens_mask=True)
-            own = enc["attention_mask"].bool() & ~enc["special_tokens_mask"].bool()
-            if not own.any(1).all():
-                empty = [batch[i] for i in (~own.any(1)).nonzero().flatten().tolist()]
-                raise LensmapError(f"items with no tokens of their own: {empty[:3]}")
-            res = capture_residuals(handle, enc["input_ids"], enc["attention_mask"], positions=own)
-            hidden = res.hidden.float()  # [layers, rows, d], rows in (batch, position) order
-            row_item = res.rows[:, 0]
-            sums = torch.zeros(hidden.shape[0], len(batch), hidden.shape[2]).index_add_(1, row_item, hidden)
-            counts = torch.bincount(row_item, minlength=len(batch)).clamp(min=1).float()
-            pooled["mean"].append(sums / counts[None, :, None])
-            last_row = torch.tensor([int((row_item == i).nonzero().max()) for i in range(len(batch))])
-            pooled["last"].append(hidden[:, last_row])
-    finally:
-        tokenizer.padding_side = old_side
-        if old_pad is None:
-            tokenizer.pad_token = None
+    for first in tqdm(range(0, len(texts), batch_size), desc=desc, disable=not progress, unit="batch"):
+        batch = list(texts[first:first + batch_size])
+        encoded = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in batch]
+        empty = [text for text, ids in zip(batch, encoded) if not ids]
+        if empty:
+            raise LensmapError(f"items with no tokens of their own: {empty[:3]}")
+        prefix = [start] if start is not None else []
+        width = len(prefix) + max(len(ids) for ids in encoded)
+        input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        own = torch.zeros((len(batch), width), dtype=torch.bool)
+        for row, ids in enumerate(encoded):  # right padding: [start] + item tokens + pad
+            n = len(prefix) + len(ids)
+            input_ids[row, :n] = torch.tensor(prefix + ids)
+            attention[row, :n] = 1
+            own[row, len(prefix):n] = True
+        res = capture_residuals(handle, input_ids, attention, positions=own)
+        hidden = res.hidden.float()  # [layers, rows, d], rows in (batch, position) order
+        row_item = res.rows[:, 0]
+        sums = torch.zeros(hidden.shape[0], len(batch), hidden.shape[2]).index_add_(1, row_item, hidden)
+        counts = torch.bincount(row_item, minlength=len(batch)).clamp(min=1).float()
+        pooled["mean"].append(sums / counts[None, :, None])
+        last_row = torch.tensor([int((row_item == i).nonzero().max()) for i in range(len(batch))])
+        pooled["last"].append(hidden[:, last_row])
     return {name: torch.cat(parts, dim=1) for name, parts in pooled.items()}
 
 
