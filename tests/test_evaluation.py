@@ -226,3 +226,20 @@ def test_eval_command_writes_outputs(tmp_path, qwen_tokenizer, tiny_qwen):
                       "evaluation: {benchmarks: [mmlu], scenarios: [native, polite]}\n")
     assert main(["eval", str(config), "-q"]) == 2
     assert not (tmp_path / "out2").exists()
+
+
+def test_report_with_evaluation_section(tmp_path, qwen_tokenizer, tiny_qwen):
+    from lensmap.cli import main
+
+    tiny_qwen.model.save_pretrained(tmp_path / "tiny")
+    qwen_tokenizer.save_pretrained(tmp_path / "tiny")
+    config = tmp_path / "report.yaml"
+    config.write_text(f"model: {tmp_path / 'tiny'}\nlanguages: [en, fr]\noutput: {tmp_path / 'out'}\ndtype: float32\n"
+                      "probes: [{kind: cloze, target: fr, n: 3}]\nphases: {enabled: false}\nevaluate: true\n"
+                      "evaluation: {benchmarks: [mgsm], languages: [fr], n_items: 2, scenarios: [code_switched],"
+                      " generation: {max_new_tokens: 3}}\n")
+    assert main(["report", str(config), "-q"]) == 0
+    summary = pd.read_csv(tmp_path / "out" / "eval_summary.csv")
+    assert summary[["benchmark", "scenario", "language", "n"]].values.tolist() == [["mgsm", "code_switched", "fr", 2]]
+    assert "Evaluation: mgsm" in (tmp_path / "out" / "report.html").read_text()
+    assert not (tmp_path / "out" / "similarity.csv").exists()  # phases switched off
