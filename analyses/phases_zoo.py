@@ -42,6 +42,7 @@ def run(model: str) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_csv(out / "similarity.csv", similarity)
     atomic_write_csv(out / "curves.csv", phases.curves)
+    atomic_write_csv(out / "language_mass.csv", result.mass)
     atomic_write_text(out / "phases.json", json.dumps(phases.to_dict(), indent=2))
     recs = {}
     for strategy in ("linguamap", "cogsym"):

@@ -58,7 +58,7 @@ def similarity_curves(similarity: pd.DataFrame, metric: str, phases: Phases | No
                         line=dict(color=color), legendgroup=source)
     labels = {"cosine_gap": "cosine gap (translation − other), centred", "retrieval_accuracy": "translation retrieval",
               "translation_cosine": "cosine to translation, centred", "other_cosine": "cosine to non-translations"}
-    fig.update_layout(title=f"{labels.get(metric, metric)} per layer ({pooling} pooling, 90 % bootstrap band)",
+    fig.update_layout(title=f"{labels.get(metric, metric)} per layer ({pooling} pooling, 95 % bootstrap band)",
                       xaxis_title="layer (0 = embedding output)", yaxis_title=metric.replace("_", " "),
                       template="plotly_white", height=420)
     if metric == "retrieval_accuracy":

@@ -37,6 +37,15 @@ def test_qwen_report_end_to_end(tmp_path, qwen_handle):
     assert ws.loc[24, "target"] > ws.loc[24, "english"]
     assert ws.loc[2:15, "target"].max() < 0.01  # the middle layers do not read as the answer
     assert "report.html" in {p.name for p in out.iterdir()}
+    # phases: Chinese takes over only at the very end, so linguamap picks the final blocks within 5 %
+    phases = json.loads((out / "phases.json").read_text())
+    assert phases["generate_start"]["layer"] in (22, 23, 24)
+    rec = json.loads((out / "recommendation.json").read_text())
+    assert rec["layers"] and min(rec["layers"]) >= 20 and max(rec["layers"]) == 23
+    assert rec["trainable_fraction"] <= 0.05 and rec["model"]["n_layers"] == 24
+    sim = pd.read_csv(out / "similarity.csv")
+    retrieval = sim.query("metric == 'retrieval_accuracy' and pooling == 'mean'").groupby("layer")["value"].mean()
+    assert retrieval.loc[3] > 3 / 60 * 5  # translations are found far above chance (1/60) in the early layers
 
 
 def test_gemma_zoo_model_self_checks_and_reads_every_layer():
