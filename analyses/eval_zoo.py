@@ -1,7 +1,7 @@
 """The four-scenario evaluation on the three zoo models (a small, CPU-sized subset).
 
-MGSM and MMLU samples, all four scenarios, French and Chinese, 4 items each, greedy, up to 200
-new tokens: 64 responses per model. Saves ``analyses/results/<model>/eval/`` (eval_items.csv,
+MGSM samples, all four scenarios, French and Chinese, 3 items each, greedy, up to 160 new
+tokens: 24 responses per model (the CPU budget of one session; raise n_items for firmer numbers). Saves ``analyses/results/<model>/eval/`` (eval_items.csv,
 eval_summary.csv) and prints the summary; the write-up is analyses/eval_zoo.md.
 
     python analyses/eval_zoo.py               # every installed zoo model
@@ -18,8 +18,8 @@ from lensmap.evaluation.run import write_evaluation
 from lensmap.models.zoo import ZOO, is_installed
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {"benchmarks": ["mgsm", "mmlu"], "languages": ["fr", "zh"], "n_items": 4,
-            "generation": {"max_new_tokens": 200, "batch_size": 8}}
+SETTINGS = {"benchmarks": ["mgsm"], "languages": ["fr", "zh"], "n_items": 3,
+            "generation": {"max_new_tokens": 160, "batch_size": 12}}
 
 
 def run(model: str) -> None:
