@@ -1,8 +1,9 @@
 """The four-scenario evaluation on the three zoo models (a small, CPU-sized subset).
 
-MGSM samples, all four scenarios, French and Chinese, 3 items each, greedy, up to 160 new
-tokens: 24 responses per model (the CPU budget of one session; raise n_items for firmer numbers). Saves ``analyses/results/<model>/eval/`` (eval_items.csv,
-eval_summary.csv) and prints the summary; the write-up is analyses/eval_zoo.md.
+MGSM samples, all four scenarios, French, Chinese and Russian, 4 items each, greedy, up to 320
+new tokens: 48 responses per model (a CPU budget; raise n_items for firmer numbers). Saves
+``analyses/results/<model>/eval/`` (eval_items.csv, eval_summary.csv) and prints the summary;
+the write-up is analyses/eval_zoo.md.
 
     python analyses/eval_zoo.py               # every installed zoo model
     python analyses/eval_zoo.py qwen2.5-0.5b
@@ -18,8 +19,8 @@ from lensmap.evaluation.run import write_evaluation
 from lensmap.models.zoo import ZOO, is_installed
 
 ROOT = Path(__file__).resolve().parents[1]
-SETTINGS = {"benchmarks": ["mgsm"], "languages": ["fr", "zh"], "n_items": 3,
-            "generation": {"max_new_tokens": 160, "batch_size": 12}}
+SETTINGS = {"benchmarks": ["mgsm"], "languages": ["fr", "zh", "ru"], "n_items": 4,
+            "generation": {"max_new_tokens": 320, "batch_size": 12}}
 
 
 def run(model: str) -> None:
@@ -29,7 +30,7 @@ def run(model: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_evaluation(out, items, summary)
     print(summary[["benchmark", "scenario", "language", "n", "accuracy", "language_consistency",
-                   "transfer_bottleneck", "consistency_bottleneck"]].to_string())
+                   "transfer_bottleneck", "consistency_bottleneck", "n_truncated"]].to_string())
 
 
 def main(argv: list[str]) -> None:

@@ -11,8 +11,8 @@ import transformers as tf
 
 from lensmap.evaluation import BenchItem, build_prompt, evaluate_model, judge, load_benchmark, summarize
 from lensmap.evaluation.benchmarks import BenchmarkError, load_mgsm, load_mmlu, load_xquad
-from lensmap.evaluation.generation import GenerationSettings, generate
-from lensmap.evaluation.protocol import score_responses
+from lensmap.evaluation.generation import GenerationSettings, generate, generate_responses
+from lensmap.evaluation.protocol import build_items, score_responses, settings_from
 from lensmap.evaluation.scenarios import TemplateError
 from lensmap.evaluation.scoring import extract_choice, extract_number, extract_span, parse_number, span_scores
 from lensmap.models.handle import ModelHandle
@@ -243,3 +243,22 @@ def test_report_with_evaluation_section(tmp_path, qwen_tokenizer, tiny_qwen):
     assert summary[["benchmark", "scenario", "language", "n"]].values.tolist() == [["mgsm", "code_switched", "fr", 2]]
     assert "Evaluation: mgsm" in (tmp_path / "out" / "report.html").read_text()
     assert not (tmp_path / "out" / "similarity.csv").exists()  # phases switched off
+
+
+def test_responses_that_hit_max_new_tokens_are_flagged(tiny_qwen):
+    prompts = ["Short?", "中文的问题？"]
+    settings = GenerationSettings(max_new_tokens=3, batch_size=2, stop=[])
+    # A random model does not emit its end-of-turn token in 3 steps: every response is cut short.
+    assert [r.truncated for r in generate_responses(tiny_qwen, prompts, settings, progress=False)] == [True, True]
+    config = tiny_qwen.model.generation_config
+    old = config.eos_token_id
+    config.eos_token_id = list(range(tiny_qwen.model.config.vocab_size))  # any token ends the turn
+    try:
+        stopped = generate_responses(tiny_qwen, prompts, settings, progress=False)
+    finally:
+        config.eos_token_id = old
+    assert [r.truncated for r in stopped] == [False, False]
+    rows = build_items(settings_from({"benchmarks": ["mgsm"], "languages": ["fr"], "n_items": 2,
+                                      "scenarios": ["native"]}))
+    items = score_responses(rows, ["Réponse : 3", "Réponse : 4"], truncated=[True, False])
+    assert items["truncated"].tolist() == [True, False] and summarize(items)["n_truncated"].tolist() == [1]

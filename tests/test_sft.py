@@ -48,8 +48,10 @@ def test_shipped_set_is_what_the_generator_writes_and_is_parallel(items):
     assert len(by_id) >= 20 and all(set(group) == set(SAMPLE_LANGUAGES) for group in by_id.values())
     for group in by_id.values():
         assert len({item.answer for item in group.values()}) == 1  # translations share the answer
-    for item in items:  # the worked arithmetic ends in the answer
-        assert re.search(rf"= {item.answer}\D*$", item.reasoning), item
+    for item in items:  # the worked arithmetic reaches the answer, and the last line states it
+        assert re.search(rf"= {item.answer}\D", item.reasoning), item
+        assert re.search(rf"\D{item.answer}\D*$", item.reasoning.splitlines()[-1]), item
+        assert len(item.reasoning.splitlines()) >= 6  # intro, known, sought, step(s), check, result
 
 
 def test_shipped_items_are_in_their_languages(items):
@@ -337,3 +339,23 @@ def test_mmlu_items_convert_to_training_items(tmp_path):
     assert first.question.endswith("D. L'océan Arctique") and first.reasoning == "La bonne option est C : L'océan Pacifique."
     with pytest.raises(TrainingDataError, match="no MMLU reasoning template in 'sw'"):
         items_from_mmlu(sample_path("mmlu", "fr"), "sw")
+
+
+def test_a_stopped_run_resumes_only_with_the_same_settings(tmp_path, items):
+    from lensmap.training.config import parse_sft_config
+    from lensmap.errors import LensmapError
+    from lensmap.training.run import check_work_settings
+
+    work = tmp_path / "o.work"
+    config = parse_sft_config({"model": "m", "output": str(tmp_path / "o"), "select": {"layers": [1]}})
+    check_work_settings(work, config, items[:12])
+    check_work_settings(work, config, items[:12])  # the same settings: resumes
+    more = parse_sft_config({"model": "m", "output": str(tmp_path / "o"), "select": {"layers": [1]},
+                             "variants": ["selective", "full"]})
+    check_work_settings(work, more, items[:12])  # another variant may be added to a stopped run
+    other = parse_sft_config({"model": "m", "output": str(tmp_path / "o"), "select": {"layers": [1]},
+                              "training": {"learning_rate": 3e-5}})
+    with pytest.raises(LensmapError, match=r"other settings \(changed: training\).*Delete .*o\.work"):
+        check_work_settings(work, other, items[:12])
+    with pytest.raises(LensmapError, match=r"changed: items_sha256"):
+        check_work_settings(work, config, items[:11])

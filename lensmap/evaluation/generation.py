@@ -3,7 +3,9 @@
 Prompts are sorted by length before batching (less padding, the same outputs: each row is
 generated independently of its batch mates under greedy decoding) and returned in input order.
 Generation stops at the end-of-turn token or at any configured stop string; the stop string
-and everything after it are cut from the response.
+and everything after it are cut from the response. A response that ran into
+``max_new_tokens`` without stopping is flagged as truncated: its final answer is often missing,
+and the evaluation reports how many there were rather than letting them pass as plain errors.
 """
 
 from __future__ import annotations
@@ -45,6 +47,20 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str:
     return text[:cut] if cut >= 0 else text
 
 
+@dataclass
+class Response:
+    """One generated response: its text (stop string cut) and whether it hit ``max_new_tokens``."""
+
+    text: str
+    truncated: bool
+
+
+def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = ids if isinstance(ids, list) else [ids]
+    return {int(i) for i in [*ids, tokenizer.eos_token_id] if i is not None}
+
+
 def generate(
     handle: ModelHandle,
     prompts: Sequence[str],
@@ -53,7 +69,19 @@ def generate(
     progress: bool = True,
     desc: str = "generating",
 ) -> list[str]:
-    """One response per prompt (``prompts`` are user turns, rendered with :func:`render_chat`)."""
+    """One response text per prompt (``prompts`` are user turns, rendered with :func:`render_chat`)."""
+    return [r.text for r in generate_responses(handle, prompts, settings, progress=progress, desc=desc)]
+
+
+def generate_responses(
+    handle: ModelHandle,
+    prompts: Sequence[str],
+    settings: GenerationSettings | None = None,
+    *,
+    progress: bool = True,
+    desc: str = "generating",
+) -> list[Response]:
+    """As :func:`generate`, with each response's truncation flag."""
     settings = settings or GenerationSettings()
     tokenizer, model = handle.tokenizer, handle.model
     texts = [render_chat(tokenizer, p, settings.chat_template) for p in prompts]
@@ -63,7 +91,8 @@ def generate(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     templated = settings.chat_template and getattr(tokenizer, "chat_template", None)
-    responses: list[str] = [""] * len(texts)
+    responses: list[Response] = [Response("", False)] * len(texts)
+    eos = _eos_ids(model, tokenizer)
     torch.manual_seed(settings.seed)
     was_training = model.training
     model.eval()
@@ -78,9 +107,13 @@ def generate(
                 out = model.generate(**enc, max_new_tokens=settings.max_new_tokens, do_sample=not settings.greedy,
                                      pad_token_id=tokenizer.pad_token_id, stop_strings=list(settings.stop) or None,
                                      tokenizer=tokenizer, **sampling)
-            decoded = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-            for i, text in zip(batch, decoded):
-                responses[i] = cut_at_stop(text, settings.stop).strip()
+            new_tokens = out[:, enc["input_ids"].shape[1]:]
+            decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+            full_length = new_tokens.shape[1] >= settings.max_new_tokens
+            for row, (i, text) in enumerate(zip(batch, decoded)):
+                cut = cut_at_stop(text, settings.stop)
+                ended = cut != text or any(int(t) in eos for t in new_tokens[row].tolist())
+                responses[i] = Response(cut.strip(), truncated=full_length and not ended)
             bar.update(len(batch))
     finally:
         bar.close()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,14 +12,14 @@ import pandas as pd
 
 from lensmap.errors import ConfigError
 from lensmap.evaluation.benchmarks import BENCHMARKS, BenchItem, load_benchmark
-from lensmap.evaluation.generation import GenerationSettings, generate
+from lensmap.evaluation.generation import GenerationSettings, generate_responses
 from lensmap.evaluation.scenarios import SCENARIOS, build_prompt
 from lensmap.evaluation.scoring import FAILURE_MODES, judge
 from lensmap.models.handle import ModelHandle
 
 SUMMARY_COLUMNS = ["benchmark", "scenario", "language", "n", "accuracy", "language_consistency",
                    "transfer_bottleneck", "consistency_bottleneck", "both_failures", "n_undetectable", "n_empty",
-                   "mean_f1"]
+                   "n_truncated", "mean_f1"]
 
 
 @dataclass
@@ -89,10 +89,18 @@ def build_items(settings: EvalSettings) -> list[tuple[BenchItem, str, str]]:
     return rows
 
 
-def score_responses(rows: list[tuple[BenchItem, str, str]], responses: list[str], model: str = "") -> pd.DataFrame:
-    """``eval_items`` frame: one row per item and scenario, with the judgement of its response."""
+def score_responses(
+    rows: list[tuple[BenchItem, str, str]], responses: list[str], model: str = "",
+    truncated: Sequence[bool] | None = None,
+) -> pd.DataFrame:
+    """``eval_items`` frame: one row per item and scenario, with the judgement of its response.
+
+    ``truncated`` (one flag per response, default all False) marks responses that ran into
+    ``max_new_tokens``; they are scored like any other and counted in the summary's ``n_truncated``.
+    """
     records = []
-    for (item, scenario, prompt), response in zip(rows, responses, strict=True):
+    truncated = [False] * len(responses) if truncated is None else list(truncated)
+    for (item, scenario, prompt), response, cut_short in zip(rows, responses, truncated, strict=True):
         j = judge(item, response)
         gold = item.answer if item.benchmark != "xquad" else " | ".join(item.answers)
         records.append({
@@ -101,6 +109,7 @@ def score_responses(rows: list[tuple[BenchItem, str, str]], responses: list[str]
             "correct": j.correct, "exact_match": j.exact_match, "f1": j.f1, "detected_language": j.language,
             "detected_prob": round(j.language_prob, 4), "detected_by": j.language_method,
             "langdetect_language": j.langdetect, "language_ok": j.language_ok, "failure_mode": j.failure_mode,
+            "truncated": bool(cut_short),
         })
     return pd.DataFrame.from_records(records)
 
@@ -110,6 +119,7 @@ def summarize(items: pd.DataFrame) -> pd.DataFrame:
 
     ``accuracy`` over all items; ``language_consistency`` over the items whose language could be
     judged (``n_undetectable`` and ``n_empty`` are reported beside it, never counted as wrong);
+    ``n_truncated`` counts responses cut off by ``max_new_tokens`` (raise it when this is not 0);
     ``transfer_bottleneck`` / ``consistency_bottleneck`` / ``both_failures`` as fractions of all
     items.
     """
@@ -128,6 +138,7 @@ def summarize(items: pd.DataFrame) -> pd.DataFrame:
             "consistency_bottleneck": modes.get("consistency_bottleneck", 0) / n,
             "both_failures": modes.get("both", 0) / n,
             "n_undetectable": int(modes.get("undetectable_language", 0)), "n_empty": int(modes.get("empty", 0)),
+            "n_truncated": int(group["truncated"].sum()) if "truncated" in group else 0,
             "mean_f1": float(group["f1"].mean()),
         })
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
@@ -142,9 +153,10 @@ def evaluate_model(
     """Run the protocol on a loaded model: ``(eval_items, eval_summary)`` frames."""
     settings = settings_from(settings)
     rows = build_items(settings)
-    responses = generate(handle, [prompt for _, _, prompt in rows], settings.generation, progress=progress,
-                         desc=f"evaluating {handle.name}")
-    items = score_responses(rows, responses, model=handle.name)
+    responses = generate_responses(handle, [prompt for _, _, prompt in rows], settings.generation,
+                                   progress=progress, desc=f"evaluating {handle.name}")
+    items = score_responses(rows, [r.text for r in responses], model=handle.name,
+                            truncated=[r.truncated for r in responses])
     return items, summarize(items)
 
 

@@ -14,6 +14,7 @@ checkpoint; the output directory itself is written in one step when everything i
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -163,6 +164,35 @@ def train_variant(
     return where
 
 
+def work_settings(config: SFTConfig, items: list[SFTItem]) -> dict[str, Any]:
+    """What a resumed run must share with the run that started the work directory.
+
+    Everything in the config except ``output`` and ``variants`` (adding a variant to a stopped
+    run is fine), plus a hash of the training items (a file edited in between counts).
+    """
+    settings = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("output", "variants")}
+    text = json.dumps([dataclasses.asdict(item) for item in items], sort_keys=True, ensure_ascii=False)
+    settings["items_sha256"] = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return json.loads(json.dumps(settings, default=str))
+
+
+def check_work_settings(work: Path, config: SFTConfig, items: list[SFTItem]) -> None:
+    """Record the settings of a new work directory; refuse to resume one started with others."""
+    path = work / "settings.json"
+    settings = work_settings(config, items)
+    if path.is_file():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+        if changed:
+            raise LensmapError(
+                f"{work} holds a stopped run with other settings (changed: {', '.join(changed)}); "
+                f"its results would be mixed with this run's. Delete {work} to start again, or set "
+                "another output directory.")
+        return
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(settings, indent=2, ensure_ascii=False))
+
+
 def run_sft(config: SFTConfig | str | os.PathLike, *, progress: bool = True) -> Path:
     """Run ``lensmap sft`` for one config; returns the output directory.
 
@@ -179,6 +209,7 @@ def run_sft(config: SFTConfig | str | os.PathLike, *, progress: bool = True) -> 
     start = time.perf_counter()
     items = training_items(config)
     work = Path(f"{config.output.rstrip('/')}.work")
+    check_work_settings(work, config, items)
     base = _load(config)
     fingerprint = model_fingerprint(base)
     examples = build_examples(items, base.tokenizer, loss_spans=config.training.loss_spans,

@@ -170,21 +170,129 @@ _template("eggs", lambda r: (lambda a, b, d: {"a": a, "b": b, "a_b": a * b, "d":
     _pick(r, 5, 12), _pick(r, 5, 9), _pick(r, 5, 19)), {
     "en": ("A farmer has {a} hens, and each hen lays {b} eggs a week. The farmer sells {d} eggs. "
            "How many eggs from this week are left?",
-           "The hens lay {a} × {b} = {a_b} eggs in a week. After selling {d}, {a_b} - {d} = {c} eggs are left."),
+           "The hens lay {a} × {b} = {a_b} eggs in a week.\nAfter selling {d}, {a_b} - {d} = {c} eggs are left."),
     "fr": ("Une fermière a {a} poules, et chaque poule pond {b} œufs par semaine. Elle vend {d} œufs. "
            "Combien d'œufs de la semaine lui reste-t-il ?",
-           "Les poules pondent {a} × {b} = {a_b} œufs par semaine. Après en avoir vendu {d}, il reste {a_b} - {d} = {c} œufs."),
+           "Les poules pondent {a} × {b} = {a_b} œufs par semaine.\nAprès en avoir vendu {d}, il reste {a_b} - {d} = {c} œufs."),
     "de": ("Eine Bäuerin hat {a} Hühner, und jedes Huhn legt {b} Eier pro Woche. Sie verkauft {d} Eier. "
            "Wie viele Eier dieser Woche bleiben übrig?",
-           "Die Hühner legen {a} × {b} = {a_b} Eier pro Woche. Nach dem Verkauf von {d} bleiben {a_b} - {d} = {c} Eier."),
+           "Die Hühner legen {a} × {b} = {a_b} Eier pro Woche.\nNach dem Verkauf von {d} bleiben {a_b} - {d} = {c} Eier."),
     "zh": ("一位农民有{a}只母鸡，每只母鸡每周下{b}个蛋。农民卖掉了{d}个蛋。这周的蛋还剩多少个？",
-           "母鸡每周一共下{a} × {b} = {a_b}个蛋。卖掉{d}个后，还剩{a_b} - {d} = {c}个蛋。"),
+           "母鸡每周一共下{a} × {b} = {a_b}个蛋。\n卖掉{d}个后，还剩{a_b} - {d} = {c}个蛋。"),
     "ja": ("農家にはめんどりが{a}羽いて、1羽が1週間に卵を{b}個産みます。農家は卵を{d}個売りました。今週の卵は何個残っていますか？",
-           "めんどりは1週間で{a} × {b} = {a_b}個の卵を産みます。{d}個売ったので、残りは{a_b} - {d} = {c}個です。"),
+           "めんどりは1週間で{a} × {b} = {a_b}個の卵を産みます。\n{d}個売ったので、残りは{a_b} - {d} = {c}個です。"),
     "ru": ("У фермера {a} кур, и каждая курица несёт {b} яиц в неделю. Фермер продал {d} яиц. "
            "Сколько яиц за эту неделю осталось?",
-           "Куры несут {a} × {b} = {a_b} яиц в неделю. После продажи {d} яиц осталось {a_b} - {d} = {c} яиц."),
+           "Куры несут {a} × {b} = {a_b} яиц в неделю.\nПосле продажи {d} яиц осталось {a_b} - {d} = {c} яиц."),
 })
+
+
+# The worked solution around each template's step sentences, so the model learns to reason at
+# length in the target language (terse one-line answers cost accuracy on multi-step problems):
+# intro, what is known, what is sought, numbered steps, a check by the inverse operation, the result.
+SCAFFOLD = {
+    "en": {"intro": "Let's solve this step by step.", "known": "What we know: {known}", "goal": "What we need: {goal}",
+           "step": "Step {n}: {text}", "check": "Check: {check}, which matches.", "result": "So the answer is {c}."},
+    "fr": {"intro": "Résolvons ce problème étape par étape.", "known": "Ce que l'on sait : {known}",
+           "goal": "Ce que l'on cherche : {goal}", "step": "Étape {n} : {text}",
+           "check": "Vérification : {check}, c'est cohérent.", "result": "La réponse est donc {c}."},
+    "de": {"intro": "Wir lösen die Aufgabe Schritt für Schritt.", "known": "Gegeben: {known}", "goal": "Gesucht: {goal}",
+           "step": "Schritt {n}: {text}", "check": "Probe: {check}, das stimmt.", "result": "Die Antwort ist also {c}."},
+    "zh": {"intro": "我们一步一步地来解这道题。", "known": "已知：{known}", "goal": "所求：{goal}",
+           "step": "第{n}步：{text}", "check": "验算：{check}，正确。", "result": "所以答案是{c}。"},
+    "ja": {"intro": "順を追って解いていきます。", "known": "わかっていること：{known}", "goal": "求めるもの：{goal}",
+           "step": "ステップ{n}：{text}", "check": "検算：{check}なので、合っています。", "result": "したがって、答えは{c}です。"},
+    "ru": {"intro": "Решим задачу по шагам.", "known": "Известно: {known}", "goal": "Нужно найти: {goal}",
+           "step": "Шаг {n}: {text}", "check": "Проверка: {check}, всё сходится.", "result": "Значит, ответ — {c}."},
+}
+
+# Per template: what is known and what is sought, per language.
+FRAMES: dict[str, dict[str, tuple[str, str]]] = {
+    "add": {
+        "en": ("{name} has {a} apples and then buys {b} more apples.", "how many apples {name} has in the end."),
+        "fr": ("{name} a {a} pommes, puis en achète {b} de plus.", "le nombre de pommes que {name} a à la fin."),
+        "de": ("{name} hat {a} Äpfel und kauft danach {b} weitere.", "die Zahl der Äpfel, die {name} am Ende hat."),
+        "zh": ("{name}原来有{a}个苹果，后来又买了{b}个。", "{name}最后一共有多少个苹果。"),
+        "ja": ("{name}はりんごを{a}個持っていて、そのあと{b}個買いました。", "{name}が最後に持っているりんごの数。"),
+        "ru": ("у неё было {a} яблок, и она купила ещё {b} яблок.", "сколько яблок у неё в итоге."),
+    },
+    "subtract": {
+        "en": ("the shelf holds {a} books, and {b} books are taken away.", "how many books remain on the shelf."),
+        "fr": ("l'étagère contient {a} livres, et on en retire {b}.", "le nombre de livres qui restent sur l'étagère."),
+        "de": ("Im Regal stehen {a} Bücher, und {b} Bücher werden herausgenommen.", "die Zahl der Bücher, die im Regal bleiben."),
+        "zh": ("书架上有{a}本书，拿走了{b}本。", "书架上还剩多少本书。"),
+        "ja": ("本棚に本が{a}冊あり、{b}冊を取り出しました。", "本棚に残っている本の数。"),
+        "ru": ("на полке {a} книг, с неё взяли {b} книг.", "сколько книг осталось на полке."),
+    },
+    "multiply": {
+        "en": ("there are {b} boxes, and each box contains {a} pencils.", "the total number of pencils."),
+        "fr": ("il y a {b} boîtes, et chaque boîte contient {a} crayons.", "le nombre total de crayons."),
+        "de": ("Es gibt {b} Schachteln, und in jeder sind {a} Bleistifte.", "die Gesamtzahl der Bleistifte."),
+        "zh": ("有{b}个盒子，每个盒子里有{a}支铅笔。", "一共有多少支铅笔。"),
+        "ja": ("箱が{b}箱あり、それぞれに鉛筆が{a}本入っています。", "鉛筆の合計の本数。"),
+        "ru": ("есть {b} коробок, и в каждой по {a} карандашей.", "сколько всего карандашей."),
+    },
+    "share": {
+        "en": ("{a} cookies are shared equally among {b} children.", "how many cookies each child gets."),
+        "fr": ("{a} biscuits sont partagés également entre {b} enfants.", "le nombre de biscuits par enfant."),
+        "de": ("{a} Kekse werden gleichmäßig an {b} Kinder verteilt.", "die Zahl der Kekse pro Kind."),
+        "zh": ("{a}块饼干平均分给{b}个孩子。", "每个孩子分到多少块饼干。"),
+        "ja": ("クッキー{a}枚を{b}人の子どもで等しく分けます。", "一人あたりのクッキーの枚数。"),
+        "ru": ("{a} печений делят поровну между {b} детьми.", "сколько печений получит каждый ребёнок."),
+    },
+    "distance": {
+        "en": ("the train travels {a} kilometres each hour, for {b} hours.", "the total distance in kilometres."),
+        "fr": ("le train parcourt {a} kilomètres par heure, pendant {b} heures.", "la distance totale en kilomètres."),
+        "de": ("Der Zug fährt {a} Kilometer pro Stunde, {b} Stunden lang.", "die gesamte Strecke in Kilometern."),
+        "zh": ("火车每小时行驶{a}公里，一共行驶{b}小时。", "火车一共行驶多少公里。"),
+        "ja": ("列車は1時間に{a}キロメートル進み、{b}時間走ります。", "列車が進む距離の合計。"),
+        "ru": ("поезд проезжает {a} километров в час и едет {b} часов.", "какое расстояние он проедет всего."),
+    },
+    "price": {
+        "en": ("a notebook costs {a} euros and a bag costs {b} euros.", "the total price in euros."),
+        "fr": ("un cahier coûte {a} euros et un sac coûte {b} euros.", "le prix total en euros."),
+        "de": ("Ein Heft kostet {a} Euro und eine Tasche {b} Euro.", "der Gesamtpreis in Euro."),
+        "zh": ("笔记本{a}欧元，包{b}欧元。", "两样东西一共多少欧元。"),
+        "ja": ("ノートは{a}ユーロ、かばんは{b}ユーロです。", "合計の金額。"),
+        "ru": ("тетрадь стоит {a} евро, а сумка — {b} евро.", "сколько они стоят вместе."),
+    },
+    "age": {
+        "en": ("{name} is {a} years old now, and {b} years will pass.", "{name}'s age after {b} years."),
+        "fr": ("{name} a {a} ans aujourd'hui, et {b} années vont passer.", "l'âge de {name} dans {b} ans."),
+        "de": ("{name} ist jetzt {a} Jahre alt, und es vergehen {b} Jahre.", "das Alter von {name} in {b} Jahren."),
+        "zh": ("{name}现在{a}岁，再过{b}年。", "{b}年后{name}的年龄。"),
+        "ja": ("{name}は今{a}歳で、これから{b}年たちます。", "{b}年後の{name}の年齢。"),
+        "ru": ("сейчас ей {a} лет, и пройдёт {b} лет.", "сколько лет ей будет через {b} лет."),
+    },
+    "eggs": {
+        "en": ("there are {a} hens, each lays {b} eggs a week, and {d} eggs are sold.", "how many eggs from this week are left."),
+        "fr": ("il y a {a} poules, chacune pond {b} œufs par semaine, et {d} œufs sont vendus.",
+               "le nombre d'œufs de la semaine qui restent."),
+        "de": ("Es gibt {a} Hühner, jedes legt {b} Eier pro Woche, und {d} Eier werden verkauft.",
+               "die Zahl der Eier dieser Woche, die übrig bleiben."),
+        "zh": ("有{a}只母鸡，每只每周下{b}个蛋，卖掉了{d}个蛋。", "这周的蛋还剩多少个。"),
+        "ja": ("めんどりが{a}羽いて、1羽が1週間に{b}個の卵を産み、{d}個を売りました。", "今週の卵の残りの数。"),
+        "ru": ("есть {a} кур, каждая несёт {b} яиц в неделю, и {d} яиц продали.", "сколько яиц за неделю осталось."),
+    },
+}
+
+# The check line: the result put back through the inverse operation.
+CHECKS = {"add": "{c} - {b} = {a}", "subtract": "{c} + {b} = {a}", "multiply": "{c} ÷ {b} = {a}",
+          "share": "{c} × {b} = {a}", "distance": "{c} ÷ {b} = {a}", "price": "{c} - {b} = {a}",
+          "age": "{c} - {b} = {a}", "eggs": "{c} + {d} = {a_b}"}
+
+
+def worked_solution(template: str, language: str, steps: str, fill: dict[str, object]) -> str:
+    """The full reasoning text: the scaffold of ``language`` around ``steps`` (one step per line)."""
+    words = SCAFFOLD[language]
+    known, goal = FRAMES[template][language]
+    lines = [words["intro"], words["known"].format(known=known.format(**fill)),
+             words["goal"].format(goal=goal.format(**fill))]
+    for n, step in enumerate(steps.format(**fill).split("\n"), start=1):
+        lines.append(words["step"].format(n=n, text=step))
+    lines.append(words["check"].format(check=CHECKS[template].format(**fill)))
+    lines.append(words["result"].format(**fill))
+    return "\n".join(lines)
 
 
 def build_sample_items(per_template: int = 3, seed: int = 0) -> list[dict[str, str]]:
@@ -204,7 +312,8 @@ def build_sample_items(per_template: int = 3, seed: int = 0) -> list[dict[str, s
                 fill = dict(values, name=NAMES[language][who])
                 items.append({
                     "id": f"{name}-{variant}", "language": language, "instruction": INSTRUCTION,
-                    "question": question.format(**fill), "reasoning": reasoning.format(**fill),
+                    "question": question.format(**fill),
+                    "reasoning": worked_solution(name, language, reasoning, fill),
                     "answer": str(values["c"]),
                 })
     return items
