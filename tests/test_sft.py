@@ -183,6 +183,24 @@ def test_selective_training_changes_only_the_chosen_layers(items, qwen_tokenizer
     assert model.model.layers[3].mlp.up_proj.weight.requires_grad
 
 
+def test_mixed_precision_training_leaves_the_model_running_in_its_own_precision(items, qwen_tokenizer, tmp_path):
+    # The engine wraps forward in bf16 autocast while training; left in place, every later
+    # evaluation of the tuned model would run in bf16 while the base ran in float32.
+    handle = _tiny_qwen(qwen_tokenizer)
+    model = handle.model
+    ids = torch.tensor([[5, 17, 300, 4000, 12]])
+    with torch.no_grad():
+        before = model(ids, output_hidden_states=True).hidden_states[3]  # block 2's output: not trained
+    settings = SFTSettings(**FAST | {"mixed_precision": "bf16"})
+    train_sft(handle, build_examples(items[:4], qwen_tokenizer), from_layers(handle, [3]), settings,
+              tmp_path / "work", progress=False)
+    assert "forward" not in vars(model)  # no instance-level wrapper left behind
+    with torch.no_grad():
+        after = model(ids, output_hidden_states=True)
+    assert after.logits.dtype == torch.float32
+    assert torch.equal(after.hidden_states[3], before)  # frozen blocks: bit-identical float32 outputs
+
+
 def test_training_lowers_the_loss_on_its_batch(items, qwen_tokenizer, tmp_path):
     handle = _tiny_qwen(qwen_tokenizer)
     examples = build_examples(items[:2], qwen_tokenizer)

@@ -169,7 +169,8 @@ def train_sft(
     plain model whose changed tensors are exactly those layers. ``resume`` continues from the
     newest complete checkpoint in ``work_dir``. ``callbacks`` are extra Hugging Face
     ``TrainerCallback`` objects (logging, early stopping). The model is left in eval mode with
-    ``requires_grad`` restored as it came in.
+    ``requires_grad`` restored as it came in, and without the engine's mixed-precision wrapper
+    (it runs later forwards in its own dtype, like the base model it is compared with).
     """
     import time
 
@@ -188,6 +189,8 @@ def train_sft(
         pad_id = handle.tokenizer.eos_token_id or 0
     set_seed(settings.seed)
     old_flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    # Mixed precision wraps the model's forward in autocast at instance level; put back what was there.
+    old_forward = {key: vars(model)[key] for key in ("forward", "_original_forward") if key in vars(model)}
     apply(model, trainable)
     trained_model: nn.Module = model
     if lora:
@@ -242,6 +245,9 @@ def train_sft(
             trained_model = trained_model.merge_and_unload()  # the adapters folded into the chosen layers
         for name, p in model.named_parameters():
             p.requires_grad_(old_flags.get(name, p.requires_grad))
+        for key in ("forward", "_original_forward"):
+            vars(model).pop(key, None)
+        vars(model).update(old_forward)
         model.eval()
     seconds = time.perf_counter() - start
     history = pd.DataFrame([row for row in trainer.state.log_history if "loss" in row])
