@@ -360,8 +360,8 @@ def test_mmlu_items_convert_to_training_items(tmp_path):
 
 
 def test_a_stopped_run_resumes_only_with_the_same_settings(tmp_path, items):
-    from lensmap.training.config import parse_sft_config
     from lensmap.errors import LensmapError
+    from lensmap.training.config import parse_sft_config
     from lensmap.training.run import check_work_settings
 
     work = tmp_path / "o.work"

@@ -6,6 +6,6 @@ from lensmap.evaluation.protocol import EvalSettings, evaluate_model, score_resp
 from lensmap.evaluation.scenarios import SCENARIOS, build_prompt
 from lensmap.evaluation.scoring import FAILURE_MODES, judge
 
-__all__ = ["BENCHMARKS", "BenchItem", "EvalSettings", "FAILURE_MODES", "GenerationSettings", "SCENARIOS",
-           "Response",
-           "build_prompt", "evaluate_model", "generate", "generate_responses", "judge", "load_benchmark", "score_responses", "summarize"]
+__all__ = ["BENCHMARKS", "BenchItem", "EvalSettings", "FAILURE_MODES", "GenerationSettings", "Response", "SCENARIOS",
+           "build_prompt", "evaluate_model", "generate", "generate_responses", "judge", "load_benchmark",
+           "score_responses", "summarize"]
