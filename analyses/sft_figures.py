@@ -1,6 +1,6 @@
 """PNG figures of a finished ``lensmap sft`` run (from its CSV files), for the write-up.
 
-    python analyses/sft_figures.py analyses/results/qwen2.5-0.5b/sft qwen2.5-0.5b
+    python analyses/sft_figures.py analyses/results/qwen2.5-0.5b/sft_worked_lr1e-4 qwen2.5-0.5b-lr1e-4
 """
 
 from __future__ import annotations

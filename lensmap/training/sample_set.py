@@ -188,7 +188,7 @@ _template("eggs", lambda r: (lambda a, b, d: {"a": a, "b": b, "a_b": a * b, "d":
 
 
 # The worked solution around each template's step sentences, so the model learns to reason at
-# length in the target language (terse one-line answers cost accuracy on multi-step problems):
+# length in the target language (trained on one-line answers, it skips the steps of multi-step problems):
 # intro, what is known, what is sought, numbered steps, a check by the inverse operation, the result.
 SCAFFOLD = {
     "en": {"intro": "Let's solve this step by step.", "known": "What we know: {known}", "goal": "What we need: {goal}",
