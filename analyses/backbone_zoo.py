@@ -18,7 +18,7 @@ import lensmap as lm
 from figure_files import save_figure  # analyses/figure_files.py (the script's folder is on sys.path)
 from lensmap.io import atomic_write_csv
 from lensmap.models.zoo import ZOO, is_installed
-from lensmap.pipeline import write_outputs
+from lensmap.runs.report import write_outputs
 
 ROOT = Path(__file__).resolve().parents[1]
 LANGUAGES = ["en", "fr", "de", "zh"]

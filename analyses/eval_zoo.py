@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import lensmap as lm
-from lensmap.evaluation.run import write_evaluation
+from lensmap.runs.evaluation import write_evaluation
 from lensmap.models.zoo import ZOO, is_installed
 
 ROOT = Path(__file__).resolve().parents[1]

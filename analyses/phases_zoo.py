@@ -22,9 +22,9 @@ from lensmap.data.parallel import cldr_parallel
 from lensmap.io import atomic_write_csv, atomic_write_text
 from lensmap.metrics.similarity import run_similarity
 from lensmap.models.zoo import ZOO, is_installed
-from lensmap.phase_plots import add_phase_bands, phase_curves, similarity_curves
-from lensmap.phases import alignment_items, detect_phases, target_mass_rows
-from lensmap.recommend import recommend, write_recommendation
+from lensmap.figures.phases import add_phase_bands, phase_curves, similarity_curves
+from lensmap.analysis.phases import alignment_items, detect_phases, target_mass_rows
+from lensmap.analysis.recommend import recommend, write_recommendation
 
 ROOT = Path(__file__).resolve().parents[1]
 LANGUAGES = ["en", "fr", "de", "zh"]

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from figure_files import save_figure  # analyses/figure_files.py
-from lensmap.training.report import language_heatmap, mass_difference, scenario_bars, training_curves
+from lensmap.figures.sft import language_heatmap, mass_difference, scenario_bars, training_curves
 
 
 def main(run_dir: str, model: str) -> None:

@@ -48,7 +48,7 @@ def _measure(fn, repeats: int) -> dict:
 
 
 def worker(method: str, args) -> dict:
-    from lensmap.backends import get_backend
+    from lensmap.capture.backends import get_backend
     from lensmap.languages.vocab_map import build_vocabulary_map
     from lensmap.lenses.logit import LogitLens
     from lensmap.metrics.mass import read_layers

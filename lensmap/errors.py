@@ -34,3 +34,39 @@ class LanguageError(LensmapError):
 
 class ProbeError(LensmapError):
     """A probe or prompts file that cannot be used."""
+
+
+class TemplateError(LensmapError):
+    """A scenario, language or template that cannot be used."""
+
+
+class BenchmarkError(LensmapError):
+    """A benchmark file or dataset that is missing or not in the expected format."""
+
+
+class SelectionError(LensmapError):
+    """A layer list, module list or recommendation file that does not fit the model."""
+
+
+class DeltaError(LensmapError):
+    """A delta directory that is missing, corrupt, or made for another base model."""
+
+
+class TrainingError(LensmapError):
+    """Training that cannot run as configured (a batch that does not fit, bad settings)."""
+
+
+class TrainingDataError(LensmapError):
+    """Training items that cannot be used: missing fields, empty, or in the wrong language."""
+
+
+class LensFileError(LensmapError):
+    """A lens directory that is missing, corrupt, partial, or belongs to another model."""
+
+
+class ParallelDataError(LensmapError):
+    """Parallel data that is not aligned, is empty, or has too few languages or items."""
+
+
+class FrameError(LensmapError, ValueError):
+    """A DataFrame handed to a figure or analysis that lacks the columns or rows it needs."""

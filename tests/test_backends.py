@@ -15,22 +15,16 @@ import torch
 import transformers as tf
 from conftest import TINY_CONFIGS, tiny_model
 
-from lensmap.backends import (
-    BACKENDS,
-    as_handle,
-    available_backends,
-    bind,
-    get_backend,
-    read_hidden,
-    shadow_copy,
-)
+from lensmap.capture.backends import BACKENDS, as_handle, available_backends, bind, get_backend
+from lensmap.capture.shadow import shadow_copy
+from lensmap.metrics.hidden import read_hidden
 from lensmap.capture import position_ids_for
 from lensmap.data.probes import Prompt
 from lensmap.errors import LensmapError, UnsupportedArchitectureError
 from lensmap.lenses.logit import LogitLens
 from lensmap.metrics.mass import read_layers
 from lensmap.models.handle import ModelHandle
-from lensmap.probing import run_probes
+from lensmap.readout.probes import run_probes
 
 ARCHS = sorted(TINY_CONFIGS)
 NAMES = list(BACKENDS)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lensmap.cli import main
-from lensmap.config import load_config, parse_config
+from lensmap.config.report import load_config, parse_config
 from lensmap.errors import ConfigError
 
 MINIMAL = {
@@ -140,7 +140,7 @@ def test_backend_and_device_map_defaults_and_choices():
 
 
 def test_backend_whose_package_is_missing_names_the_install_command(monkeypatch):
-    import lensmap.backends as backends
+    import lensmap.capture.backends as backends
 
     monkeypatch.setattr(backends, "available_backends", lambda: {"native": True, "transformer-lens": False,
                                                                  "nnsight": True})

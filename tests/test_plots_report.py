@@ -12,7 +12,7 @@ import plotly.graph_objects as go
 import plotly.offline
 import pytest
 
-from lensmap.plots import (
+from lensmap.figures.backbone import (
     BUCKETS,
     answer_curves,
     entropy_curve,
@@ -20,7 +20,8 @@ from lensmap.plots import (
     mass_curves,
     mass_heatmap,
 )
-from lensmap.report import ReportSection, default_sections, render_report, write_report
+from lensmap.figures.backbone import default_sections
+from lensmap.figures.html import ReportSection, render_report, write_report
 
 MODEL = "tiny-model"
 PROBES = {"translate_fr_zh": ("fr", "zh"), "cloze_en_fr": ("en", "fr")}
@@ -378,7 +379,7 @@ def test_write_report_atomic(tmp_path: Path, mass, stats):
 
 
 def test_relative_heatmap_colour_range_is_clipped(mass):
-    from lensmap.plots import RELATIVE_LIMIT
+    from lensmap.figures.backbone import RELATIVE_LIMIT
 
     sub = mass[mass["probe"] == mass["probe"].iloc[0]].copy()
     sub.loc[sub.index[0], "mass"] = 1e-30  # log2 ratio near -100 must not set the colour range

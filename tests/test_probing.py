@@ -12,7 +12,7 @@ import transformers as tf
 from lensmap.cli import main
 from lensmap.data.probes import Prompt, translation_probes
 from lensmap.models.handle import ModelHandle
-from lensmap.probing import run_probes
+from lensmap.readout.probes import run_probes
 
 
 @pytest.fixture(scope="module")

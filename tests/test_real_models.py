@@ -7,8 +7,8 @@ import json
 import pandas as pd
 import pytest
 
-from lensmap.config import parse_config
-from lensmap.pipeline import run_report
+from lensmap.config.report import parse_config
+from lensmap.runs.report import run_report
 
 pytestmark = pytest.mark.real
 

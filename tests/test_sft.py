@@ -9,7 +9,7 @@ import pytest
 import torch
 import transformers as tf
 
-from lensmap.lenses.tuned import model_fingerprint
+from lensmap.models.identity import model_fingerprint
 from lensmap.models.handle import ModelHandle
 from lensmap.training import (
     SFTSettings, build_example, build_examples, from_layers, from_modules, from_recommendation, full, load_delta,
@@ -332,7 +332,7 @@ def test_sft_command_end_to_end(tmp_path, qwen_tokenizer):
 
 def test_sft_config_errors_are_clear(tmp_path):
     from lensmap.errors import ConfigError
-    from lensmap.training.config import parse_sft_config
+    from lensmap.config.sft import parse_sft_config
 
     base = {"model": "m", "output": str(tmp_path / "o")}
     with pytest.raises(ConfigError, match="select needs exactly one of"):
@@ -361,8 +361,8 @@ def test_mmlu_items_convert_to_training_items(tmp_path):
 
 def test_a_stopped_run_resumes_only_with_the_same_settings(tmp_path, items):
     from lensmap.errors import LensmapError
-    from lensmap.training.config import parse_sft_config
-    from lensmap.training.run import check_work_settings
+    from lensmap.config.sft import parse_sft_config
+    from lensmap.runs.sft import check_work_settings
 
     work = tmp_path / "o.work"
     config = parse_sft_config({"model": "m", "output": str(tmp_path / "o"), "select": {"layers": [1]}})

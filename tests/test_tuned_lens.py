@@ -19,7 +19,8 @@ from lensmap.errors import LensmapError
 from lensmap.lenses.evaluation import compare_lenses, evaluate_lenses
 from lensmap.lenses.logit import LogitLens
 from lensmap.lenses.training import layer_kl, target_distribution, train_tuned_lens
-from lensmap.lenses.tuned import CONFIG_FILE, WEIGHTS_FILE, TunedLens, tensor_sha256
+from lensmap.lenses.tuned import CONFIG_FILE, WEIGHTS_FILE, TunedLens
+from lensmap.models.identity import tensor_sha256
 from lensmap.metrics.mass import read_layers
 from lensmap.models.handle import ModelHandle
 
@@ -205,7 +206,7 @@ def test_evaluation_frame_and_comparison():
     zero = evaluate_lenses(handle, held, [TunedLens(handle)], tokens_per_language=30, seq_len=16, progress=False)
     pair = zero.pivot_table(index=["language", "layer"], columns="lens", values="kl")
     assert (pair["logit"] == pair["tuned"]).all()
-    from lensmap.lens_plots import lens_eval_curves
+    from lensmap.figures.lens_eval import lens_eval_curves
 
     fig = lens_eval_curves(frame)
     assert len(fig.data) == 2 * 3 * 2  # 2 panels x 3 languages x 2 lenses

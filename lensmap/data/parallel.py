@@ -24,13 +24,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lensmap.errors import LensmapError
+from lensmap.errors import LensmapError, ParallelDataError
 
 PARALLEL_SOURCES = ("cldr", "bible", "files", "table")
-
-
-class ParallelDataError(LensmapError):
-    """Parallel data that is not aligned, is empty, or has too few languages or items."""
 
 
 @dataclass

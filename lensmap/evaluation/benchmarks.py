@@ -24,17 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lensmap.errors import LensmapError
+from lensmap.errors import BenchmarkError, LensmapError
 
 BENCHMARKS = ("mgsm", "mmlu", "xquad")
 LETTERS = "ABCD"
 SAMPLES_DIR = Path(__file__).resolve().parents[1] / "data" / "samples"
 SAMPLE_FILES = {"mmlu": "mmlu/mmlu_{lang}.csv", "mgsm": "mgsm/mgsm_{lang}.tsv", "xquad": "xquad/xquad.{lang}.json"}
 SAMPLE_LANGUAGES = ("en", "fr", "de", "zh", "ja", "ru")
-
-
-class BenchmarkError(LensmapError):
-    """A benchmark file or dataset that is missing or not in the expected format."""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from lensmap.models.handle import ModelHandle
+from lensmap.models.tokenizers import left_padded
 
 
 @dataclass
@@ -86,10 +87,6 @@ def generate_responses(
     tokenizer, model = handle.tokenizer, handle.model
     texts = [render_chat(tokenizer, p, settings.chat_template) for p in prompts]
     order = sorted(range(len(texts)), key=lambda i: len(tokenizer(texts[i], add_special_tokens=False)["input_ids"]))
-    old_side, old_pad = tokenizer.padding_side, tokenizer.pad_token
-    tokenizer.padding_side = "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
     templated = settings.chat_template and getattr(tokenizer, "chat_template", None)
     responses: list[Response] = [Response("", False)] * len(texts)
     eos = _eos_ids(model, tokenizer)
@@ -98,25 +95,32 @@ def generate_responses(
     model.eval()
     bar = tqdm(total=len(texts), desc=desc, unit="prompt", disable=not progress)
     try:
-        for start in range(0, len(order), settings.batch_size):
-            batch = order[start:start + settings.batch_size]
-            enc = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
-                            add_special_tokens=not templated).to(handle.device)
-            sampling = {} if settings.greedy else {"temperature": settings.temperature, "top_p": settings.top_p}
-            with torch.no_grad():
-                out = model.generate(**enc, max_new_tokens=settings.max_new_tokens, do_sample=not settings.greedy,
-                                     pad_token_id=tokenizer.pad_token_id, stop_strings=list(settings.stop) or None,
-                                     tokenizer=tokenizer, **sampling)
-            new_tokens = out[:, enc["input_ids"].shape[1]:]
-            decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-            full_length = new_tokens.shape[1] >= settings.max_new_tokens
-            for row, (i, text) in enumerate(zip(batch, decoded)):
-                cut = cut_at_stop(text, settings.stop)
-                ended = cut != text or any(int(t) in eos for t in new_tokens[row].tolist())
-                responses[i] = Response(cut.strip(), truncated=full_length and not ended)
-            bar.update(len(batch))
+        with left_padded(tokenizer):
+            _generate_batches(handle, texts, order, settings, bool(templated), eos, responses, bar)
     finally:
         bar.close()
-        tokenizer.padding_side, tokenizer.pad_token = old_side, old_pad
         model.train(was_training)
     return responses
+
+
+def _generate_batches(handle: ModelHandle, texts: list[str], order: list[int], settings: GenerationSettings,
+                      templated: bool, eos: set[int], responses: list[Response], bar) -> None:
+    """Generate ``texts`` in batches of similar length (``order``), filling ``responses`` in place."""
+    tokenizer, model = handle.tokenizer, handle.model
+    for start in range(0, len(order), settings.batch_size):
+        batch = order[start:start + settings.batch_size]
+        enc = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True,
+                        add_special_tokens=not templated).to(handle.device)
+        sampling = {} if settings.greedy else {"temperature": settings.temperature, "top_p": settings.top_p}
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=settings.max_new_tokens, do_sample=not settings.greedy,
+                                 pad_token_id=tokenizer.pad_token_id, stop_strings=list(settings.stop) or None,
+                                 tokenizer=tokenizer, **sampling)
+        new_tokens = out[:, enc["input_ids"].shape[1]:]
+        decoded = tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        full_length = new_tokens.shape[1] >= settings.max_new_tokens
+        for row, (i, text) in enumerate(zip(batch, decoded)):
+            cut = cut_at_stop(text, settings.stop)
+            ended = cut != text or any(int(t) in eos for t in new_tokens[row].tolist())
+            responses[i] = Response(cut.strip(), truncated=full_length and not ended)
+        bar.update(len(batch))

@@ -10,16 +10,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lensmap.frames import columns
 from lensmap.errors import ConfigError
 from lensmap.evaluation.benchmarks import BENCHMARKS, BenchItem, load_benchmark
 from lensmap.evaluation.generation import GenerationSettings, generate_responses
 from lensmap.evaluation.scenarios import SCENARIOS, build_prompt
 from lensmap.evaluation.scoring import FAILURE_MODES, judge
+from lensmap.languages.lid import check_language_field
 from lensmap.models.handle import ModelHandle
+from lensmap.schema import build
 
-SUMMARY_COLUMNS = ["benchmark", "scenario", "language", "n", "accuracy", "language_consistency",
-                   "transfer_bottleneck", "consistency_bottleneck", "both_failures", "n_undetectable", "n_empty",
-                   "n_truncated", "mean_f1"]
+SUMMARY_COLUMNS = columns("eval_summary")
 
 
 @dataclass
@@ -38,21 +39,16 @@ class EvalSettings:
 
 def settings_from(value: EvalSettings | Mapping[str, Any] | None) -> EvalSettings:
     """An :class:`EvalSettings` from itself, a parsed YAML mapping, or None (the defaults); validated."""
-    from lensmap.config import _build
-
     if value is None:
         settings = EvalSettings()
     elif isinstance(value, EvalSettings):
         settings = value
     else:
-        settings = _build(EvalSettings, dict(value), "evaluation")
+        settings = build(EvalSettings, dict(value), "evaluation")
     return validate_settings(settings)
 
 
 def validate_settings(settings: EvalSettings, where: str = "evaluation") -> EvalSettings:
-    from lensmap.errors import LanguageError
-    from lensmap.languages.lid import validate_languages
-
     for name, allowed in (("benchmarks", BENCHMARKS), ("scenarios", SCENARIOS)):
         values = getattr(settings, name)
         if not values:
@@ -60,10 +56,7 @@ def validate_settings(settings: EvalSettings, where: str = "evaluation") -> Eval
         bad = [v for v in values if v not in allowed]
         if bad:
             raise ConfigError(f"{where}.{name}: unknown {bad[0]!r}; choose from {', '.join(allowed)}")
-    try:
-        validate_languages(settings.languages)
-    except LanguageError as error:
-        raise ConfigError(f"{where}.languages: {error}") from None
+    check_language_field(settings.languages, f"{where}.languages")
     unknown = [b for b in settings.data if b not in BENCHMARKS]
     if unknown:
         raise ConfigError(f"{where}.data: unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lensmap.errors import LensmapError
+from lensmap.errors import LensmapError, TemplateError
 from lensmap.evaluation.benchmarks import LETTERS, BenchItem
 
 SCENARIOS = ("native", "code_switched", "code_switched_explicit", "english_distractor")
@@ -95,10 +95,6 @@ TEMPLATES = {
     "code_switched_explicit": "{instruction} Write your reasoning and your answer in {language_name}.\n\n{body}",
     "english_distractor": "{instruction}\n\n{example}\n\n{body}",
 }
-
-
-class TemplateError(LensmapError):
-    """A scenario, language or template that cannot be used."""
 
 
 def instruction(benchmark: str, language: str, overrides: Mapping[str, Mapping[str, str]] | None = None) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lensmap.errors import LanguageError
+from lensmap.errors import ConfigError, LanguageError
 
 LABEL_PREFIX = "__label__"
 UNKNOWN = "unk"
@@ -147,6 +147,14 @@ def validate_languages(codes: Sequence[str]) -> list[str]:
         out.append(code)
     return out
 
+
+
+def check_language_field(codes: Sequence[str], where: str) -> list[str]:
+    """:func:`validate_languages` for a config field: the error is a ConfigError naming ``where``."""
+    try:
+        return validate_languages(codes)
+    except LanguageError as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 def _clean(text: str) -> str:
     """fastText reads one line: replace line breaks by spaces and strip."""

@@ -18,6 +18,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
+from lensmap.frames import columns
 from lensmap.capture import capture_residuals
 from lensmap.errors import LensmapError
 from lensmap.lenses.base import Lens
@@ -25,7 +26,7 @@ from lensmap.lenses.logit import LogitLens
 from lensmap.lenses.training import interleave, position_mask
 from lensmap.models.handle import ModelHandle
 
-EVAL_COLUMNS = ["model", "lens", "language", "layer", "kl", "kl_std", "top1_agreement", "entropy", "n_tokens"]
+EVAL_COLUMNS = columns("lens_eval")
 ALL = "all"
 
 

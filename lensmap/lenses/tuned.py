@@ -30,65 +30,15 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from lensmap.errors import LensmapError
+from lensmap.errors import LensFileError, LensmapError
 from lensmap.lenses.logit import LogitLens
 from lensmap.models.handle import ModelHandle
+from lensmap.models.identity import describe_fingerprint, fingerprint_mismatch, model_fingerprint, tensor_sha256
 
 FORMAT = "lensmap-tuned-lens"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "translators.safetensors"
 CONFIG_FILE = "config.json"
-
-# Fingerprint fields that must match for a lens to load onto a model.
-_MATCH_FIELDS = ("architecture", "n_layers", "d_model", "vocab_size", "unembed_sha256", "final_norm_sha256")
-
-
-class LensFileError(LensmapError):
-    """A lens directory that is missing, corrupt, partial, or belongs to another model."""
-
-
-# --------------------------------------------------------------------------- model fingerprint
-
-def tensor_sha256(tensor: Tensor, rows_per_chunk: int = 4096) -> str:
-    """sha256 over every element of ``tensor`` in bfloat16 (its canonical form here), chunk by chunk.
-
-    bfloat16 makes the digest the same whether the model was loaded in float32 or bfloat16
-    (float32 → bfloat16 rounding is deterministic, bfloat16 → bfloat16 is the identity). The
-    shape is hashed too.
-    """
-    digest = hashlib.sha256(f"{tuple(tensor.shape)}".encode())
-    with torch.no_grad():
-        flat = tensor.detach().reshape(tensor.shape[0], -1) if tensor.dim() > 1 else tensor.detach().reshape(1, -1)
-        for start in range(0, flat.shape[0], rows_per_chunk):
-            chunk = flat[start:start + rows_per_chunk].to("cpu", torch.bfloat16).contiguous()
-            digest.update(chunk.view(torch.int16).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def model_fingerprint(handle: ModelHandle) -> dict[str, Any]:
-    """What identifies the model a lens belongs to (``name`` is informative, never compared)."""
-    norm_weight = getattr(handle.final_norm, "weight", None)
-    return {
-        "name": handle.name,
-        "architecture": handle.adapter.family,
-        "n_layers": handle.n_layers,
-        "d_model": handle.d_model,
-        "vocab_size": handle.vocab_size,
-        "unembed_sha256": tensor_sha256(handle.unembed.weight),
-        "final_norm_sha256": tensor_sha256(norm_weight) if isinstance(norm_weight, Tensor) else "",
-    }
-
-
-def _describe(fp: dict[str, Any]) -> str:
-    return (f"{fp.get('name') or '?'} ({fp.get('architecture')}, {fp.get('n_layers')} layers, d_model "
-            f"{fp.get('d_model')}, vocabulary {fp.get('vocab_size')}, unembedding sha256 "
-            f"{str(fp.get('unembed_sha256'))[:12]}…)")
-
-
-def fingerprint_mismatch(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """The fingerprint fields that differ, as ``field: saved != current`` strings."""
-    return [f"{key}: {str(saved.get(key))[:16]} != {str(current.get(key))[:16]}"
-            for key in _MATCH_FIELDS if saved.get(key) != current.get(key)]
 
 
 # --------------------------------------------------------------------------- the lens
@@ -137,7 +87,7 @@ class TunedLens(nn.Module):
             raise LensmapError(f"layer {layer} out of range: this lens covers residual layers 0..{self.n_layers}")
         model_dtype = self.handle.dtype
         if layer == self.n_layers:
-            return hidden.to(self._logit._unembed.weight.device, model_dtype)
+            return hidden.to(self.handle.unembed.weight.device, model_dtype)
         translator = self.translators[layer]
         h = hidden.to(translator.weight.device, translator.weight.dtype)
         return translator(h).to(model_dtype)
@@ -206,7 +156,7 @@ class TunedLens(nn.Module):
         if diff:
             raise LensFileError(
                 f"the tuned lens in {str(path)!r} belongs to another model: it was trained on "
-                f"{_describe(config['model'])}, but this model is {_describe(current)} ({'; '.join(diff)}). "
+                f"{describe_fingerprint(config['model'])}, but this model is {describe_fingerprint(current)} ({'; '.join(diff)}). "
                 "Train a lens for this model with `lensmap lens train CONFIG.yaml`"
             )
         weights = path / config["weights_file"]

@@ -1,13 +1,45 @@
-"""A model together with its tokenizer and the parts its adapter points at."""
+"""A model together with its tokenizer and the parts its adapter points at.
+
+The handle is the one accessor of each part a lens or a hook needs: ``blocks`` (the decoder
+blocks), ``final_norm``, ``unembed``, ``embed``, ``mlp_activation(block)`` and ``head(hidden)``,
+the model's own read-out of a residual vector (final norm, unembedding, soft-cap). Layer
+numbering (:func:`residual_site`) is stated once, here.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from torch import nn
+import torch
+from torch import Tensor, nn
 
+from lensmap.errors import LensmapError
 from lensmap.models.adapters import ArchitectureAdapter, adapter_for_model_type, resolve, resolve_module
+
+
+def residual_site(layer: int) -> tuple[int, str]:
+    """Where residual layer ``layer`` is read: ``(block, "input")`` for layer 0, else ``(layer - 1, "output")``.
+
+    Layer 0 is the residual stream entering block 0 (read with a forward *pre*-hook, so it is
+    right for models that normalise or add position embeddings before the first block); layer
+    ``l >= 1`` is block ``l - 1``'s output, before the final norm. This is Hugging Face's
+    ``hidden_states`` numbering except that its last entry is after the final norm.
+    """
+    return (0, "input") if layer == 0 else (layer - 1, "output")
+
+
+def block_output(output: object) -> Tensor:
+    """The hidden states a decoder block returns.
+
+    transformers 5 blocks return a Tensor (Qwen, Llama, GPT-2) or a tuple whose first item is
+    the hidden states (BLOOM); anything else is a structure lensmap does not understand.
+    """
+    if isinstance(output, Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and output and isinstance(output[0], Tensor):
+        return output[0]
+    raise LensmapError(f"unexpected decoder-block output of type {type(output).__name__}")
 
 
 @dataclass
@@ -61,6 +93,18 @@ class ModelHandle:
         """The MLP activation module inside decoder block ``block``."""
         return resolve_module(self.blocks[block], self.adapter.mlp_activation, what="MLP activation",
                               family=self.adapter.family)
+
+    def head(self, hidden: Tensor) -> Tensor:
+        """The model's own read-out: ``[..., d_model]`` residual vectors → ``[..., vocab]`` logits.
+
+        ``unembed(final_norm(hidden))``, then the final-logit soft-cap ``tanh(x / c) * c`` where
+        the model has one, in the model's dtype on the unembedding's device.
+        """
+        logits = self.unembed(self.final_norm(hidden.to(self.unembed.weight.device)))
+        cap = self.logit_softcap
+        if cap is not None:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
 
     @property
     def logit_softcap(self) -> float | None:

@@ -24,6 +24,7 @@ import torch
 
 from lensmap.errors import ModelLoadError
 from lensmap.models.handle import ModelHandle
+from lensmap.models.selfcheck import check_last_layer_lens
 from lensmap.models.zoo import ZOO, cache_dir, get_zoo_entry, zoo_gguf_path
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -237,8 +238,6 @@ def load_model(
         n_params=sum(p.numel() for p in model.parameters()),
     )
     if self_check:
-        from lensmap.lenses.logit import check_last_layer_lens
-
         handle.info["self_check_max_abs_diff"] = check_last_layer_lens(handle)
     return handle
 

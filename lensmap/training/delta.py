@@ -25,17 +25,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lensmap.errors import LensmapError
+from lensmap.errors import DeltaError, LensmapError
 from lensmap.io import atomic_write_text, staged_directory
 from lensmap.models.handle import ModelHandle
 
 FORMAT = "lensmap-sft-delta"
 MANIFEST = "manifest.json"
 WEIGHTS = "changed.safetensors"
-
-
-class DeltaError(LensmapError):
-    """A delta directory that is missing, corrupt, or made for another base model."""
 
 
 def exact_sha256(tensor: Tensor) -> str:

@@ -13,13 +13,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lensmap.errors import LensmapError
+from lensmap.errors import LensmapError, TrainingDataError
 
 FIELDS = ("language", "instruction", "question", "reasoning", "answer")
-
-
-class TrainingDataError(LensmapError):
-    """Training items that cannot be used: missing fields, empty, or in the wrong language."""
 
 
 @dataclass(frozen=True)

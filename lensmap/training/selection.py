@@ -16,12 +16,10 @@ from pathlib import Path
 
 from torch import nn
 
-from lensmap.errors import LensmapError
+from lensmap.errors import LensmapError, SelectionError
 from lensmap.models.handle import ModelHandle
-
-
-class SelectionError(LensmapError):
-    """A layer list, module list or recommendation file that does not fit the model."""
+from lensmap.models.identity import tensor_sha256
+from lensmap.models.params import count_parameters, layer_prefixes, matches
 
 
 @dataclass
@@ -46,20 +44,6 @@ class TrainableSet:
 
     def to_dict(self) -> dict:
         return asdict(self) | {"trainable_fraction": self.trainable_fraction}
-
-
-def layer_prefixes(handle: ModelHandle, layers: Sequence[int]) -> list[str]:
-    """Parameter-name prefixes of decoder blocks ``layers`` (e.g. ``model.layers.3.``)."""
-    return [f"{handle.adapter.layers}.{int(i)}." for i in sorted(set(layers))]
-
-
-def matches(name: str, prefixes: Sequence[str]) -> bool:
-    return any(name.startswith(prefix) or name == prefix.rstrip(".") for prefix in prefixes)
-
-
-def count_parameters(model: nn.Module, prefixes: Sequence[str] | None = None) -> int:
-    """Elements of the (unique) parameters whose names match ``prefixes`` (all when None)."""
-    return sum(p.numel() for name, p in model.named_parameters() if prefixes is None or matches(name, prefixes))
 
 
 def _check_layers(handle: ModelHandle, layers: Sequence[int], where: str) -> list[int]:
@@ -156,8 +140,6 @@ def _check_same_model(handle: ModelHandle, data: dict, path: Path) -> None:
     differs = [f"{key} {recorded[key]} != {actual[key]}" for key in actual
                if recorded[key] is not None and int(recorded[key]) != actual[key]]
     if recorded["unembed_sha256"]:
-        from lensmap.lenses.tuned import tensor_sha256
-
         if tensor_sha256(handle.unembed.weight) != recorded["unembed_sha256"]:
             differs.append("unembedding weights differ")
     if differs:

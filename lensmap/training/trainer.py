@@ -25,16 +25,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lensmap.errors import LensmapError
+from lensmap.errors import LensmapError, TrainingError
 from lensmap.models.handle import ModelHandle
 from lensmap.training.prompts import DEFAULT_LOSS_SPANS, Example, collate
 from lensmap.training.selection import TrainableSet, apply
 
 COMPLETE_MARKER = "lensmap-complete"
-
-
-class TrainingError(LensmapError):
-    """Training that cannot run as configured (a batch that does not fit, bad settings)."""
 
 
 @dataclass

@@ -1,0 +1,178 @@
+"""The recommended trainable-layer set, written as ``recommendation.json`` for ``lensmap sft``.
+
+Strategies (layers are decoder blocks, 0-based; residual layer ``r`` is block ``r - 1``'s output):
+
+* ``linguamap`` — the final blocks, from the block that produces the *generate_start* residual
+  layer to the last, trimmed from the front to fit a parameter budget (default 5 % of all
+  parameters; at least one block). Without a clear generate boundary it falls back to the final
+  blocks within the budget and says so in ``notes``.
+* ``cogsym`` — the outermost 25 % of blocks, half at the start and half at the end (an odd
+  count puts the extra block at the end): 24 blocks → 0–2 and 21–23.
+* ``custom`` — the blocks the user lists.
+
+``modules`` are parameter-name prefixes (``model.layers.22.``) and the parameter counts come
+from the model itself (tied weights counted once). The file also records the model's identity
+(name, architecture, number of layers, parameter count, sha256 of the unembedding) so that
+``lensmap sft`` refuses a recommendation made for another model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lensmap.errors import LensmapError
+from lensmap.io import atomic_write_text
+from lensmap.analysis.phases import Boundary, Phases
+from lensmap.models.handle import ModelHandle
+from lensmap.models.identity import model_identity
+from lensmap.models.params import block_parameters, count_parameters, layer_prefixes
+
+@dataclass
+class Recommendation:
+    """What to fine-tune, with the numbers and the evidence."""
+
+    strategy: str
+    layers: list[int]
+    modules: list[str]
+    trainable_params: int
+    total_params: int
+    trainable_fraction: float
+    boundaries: dict[str, dict[str, Any]]
+    model: dict[str, Any]
+    budget: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        """One paragraph in words, for the report."""
+        span = ", ".join(str(x) for x in self.layers)
+        text = (f"Strategy {self.strategy}: fine-tune decoder blocks {span} of {self.model['n_layers']} "
+                f"({self.trainable_params:,} of {self.total_params:,} parameters, {self.trainable_fraction:.2%}).")
+        g = self.boundaries.get("generate_start", {})
+        if g.get("layer") is not None:
+            text += (f" The target language takes over at residual layer {g['layer']} "
+                     f"(90 % interval {g['ci_low']:.0f}–{g['ci_high']:.0f}).")
+        return " ".join([text, *self.notes])
+
+
+def _boundary_dict(boundary: Boundary | None) -> dict[str, Any]:
+    if boundary is None:
+        return {"layer": None, "ci_low": None, "ci_high": None, "stability": 0.0}
+    return asdict(boundary)
+
+
+def cogsym_layers(n_layers: int, fraction: float = 0.25) -> list[int]:
+    """The outermost ``fraction`` of ``n_layers`` blocks, split between the two ends."""
+    k = max(2, int(n_layers * fraction + 0.5))  # half up: 25 % of 18 blocks is 5
+    first = k // 2
+    return list(range(first)) + list(range(n_layers - (k - first), n_layers))
+
+
+def linguamap_layers(handle: ModelHandle, phases: Phases | None, budget: float = 0.05) -> tuple[list[int], list[str]]:
+    """Final blocks from the generate boundary on, within ``budget`` of all parameters."""
+    n = handle.n_layers
+    sizes = block_parameters(handle)
+    total = count_parameters(handle.model)
+    notes = []
+    start_residual = phases.generate_start.layer if phases is not None else None
+    if start_residual is None:
+        first = 0
+        notes.append("No clear generate boundary was found, so the final blocks within the budget are used.")
+    else:
+        first = max(0, start_residual - 1)  # residual layer r is produced by block r - 1
+    chosen: list[int] = []
+    used = 0
+    for block in range(n - 1, first - 1, -1):  # from the last block towards the boundary
+        if chosen and used + sizes[block] > budget * total:
+            notes.append(f"The budget of {budget:.0%} of parameters stops the set at block {chosen[-1]}; the generate "
+                         f"phase starts at block {first}.")
+            break
+        chosen.append(block)
+        used += sizes[block]
+    return sorted(chosen), notes
+
+
+@dataclass
+class Evidence:
+    """What a strategy may read: the phases, the budget, a user's layers, the CogSym fraction."""
+
+    phases: Phases | None = None
+    budget: float = 0.05
+    layers: Sequence[int] | None = None
+    cogsym_fraction: float = 0.25
+
+
+def _linguamap(handle: ModelHandle, evidence: Evidence) -> tuple[list[int], list[str]]:
+    return linguamap_layers(handle, evidence.phases, evidence.budget)
+
+
+def _cogsym(handle: ModelHandle, evidence: Evidence) -> tuple[list[int], list[str]]:
+    return cogsym_layers(handle.n_layers, evidence.cogsym_fraction), []
+
+
+def _custom(handle: ModelHandle, evidence: Evidence) -> tuple[list[int], list[str]]:
+    if not evidence.layers:
+        raise LensmapError("strategy custom needs layers: [..]")
+    chosen = sorted({int(x) for x in evidence.layers})
+    bad = [x for x in chosen if not 0 <= x < handle.n_layers]
+    if bad:
+        raise LensmapError(f"layers {bad} are out of range; this model has blocks 0..{handle.n_layers - 1}")
+    return chosen, []
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One way to choose the blocks: ``choose(handle, evidence) -> (blocks, notes)``."""
+
+    name: str
+    choose: Callable[[ModelHandle, Evidence], tuple[list[int], list[str]]]
+    uses_budget: bool
+    description: str
+
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
+    Strategy("linguamap", _linguamap, True, "the final blocks from the generate boundary, within the budget"),
+    Strategy("cogsym", _cogsym, False, "the outermost 25 % of blocks, split between both ends"),
+    Strategy("custom", _custom, False, "the blocks the user lists"),
+)}
+
+
+def recommend(
+    handle: ModelHandle,
+    strategy: str = "linguamap",
+    *,
+    phases: Phases | None = None,
+    budget: float = 0.05,
+    layers: Sequence[int] | None = None,
+    cogsym_fraction: float = 0.25,
+) -> Recommendation:
+    """The trainable-layer set of ``strategy`` for ``handle`` (see the module docstring)."""
+    if strategy not in STRATEGIES:
+        raise LensmapError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)} "
+                           "(to add one, add a Strategy to lensmap.analysis.recommend.STRATEGIES)")
+    if not 0 < budget <= 1:
+        raise LensmapError(f"budget must be a fraction of the parameters in (0, 1]; got {budget}")
+    chosen, notes = STRATEGIES[strategy].choose(handle, Evidence(phases, budget, layers, cogsym_fraction))
+    modules = layer_prefixes(handle, chosen)
+    trainable = count_parameters(handle.model, modules)
+    identity = model_identity(handle)
+    boundaries = {"align_end": _boundary_dict(phases.align_end if phases else None),
+                  "generate_start": _boundary_dict(phases.generate_start if phases else None)}
+    if phases is not None:
+        boundaries["structure"] = phases.structure
+        boundaries["reasons"] = phases.reasons
+    return Recommendation(strategy, chosen, modules, trainable, identity["total_params"],
+                          trainable / identity["total_params"], boundaries, identity,
+                          budget if STRATEGIES[strategy].uses_budget else None, notes)
+
+
+def write_recommendation(recommendation: Recommendation, path: str | os.PathLike) -> Path:
+    """``recommendation.json``, written atomically."""
+    return atomic_write_text(path, json.dumps(recommendation.to_dict(), indent=2))

@@ -1,0 +1,44 @@
+"""The config of ``lensmap eval``: a model, an output directory and the ``evaluation:`` section.
+
+Config::
+
+    model: qwen2.5-0.5b
+    output: reports/eval-qwen
+    evaluation: {benchmarks: [mgsm], languages: [fr, zh], n_items: 10}
+
+A report config (``lensmap report``) works too: its ``evaluation:`` section is used.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from lensmap.config.report import parse_config
+from lensmap.config.sections import ModelSection, validate_model_section, validate_output
+from lensmap.evaluation.protocol import EvalSettings, validate_settings
+from lensmap.schema import build, read_yaml
+
+
+@dataclass(kw_only=True)
+class EvalConfig(ModelSection):
+    """The config of ``lensmap eval``."""
+
+    output: str
+    evaluation: EvalSettings = field(default_factory=EvalSettings)
+    title: str = ""
+
+
+def load_eval_config(path: str | os.PathLike) -> EvalConfig:
+    """Read an eval config; a report config with an ``evaluation:`` section works too."""
+    data = read_yaml(path, "it needs at least model: and output:")
+    if isinstance(data, dict) and "probes" in data:  # a report config
+        report = parse_config(data)
+        return EvalConfig(model=report.model, dtype=report.dtype, device=report.device,
+                          device_map=report.device_map, trust_remote_code=report.trust_remote_code,
+                          output=report.output, evaluation=report.evaluation, title=report.title)
+    config = build(EvalConfig, data, "")
+    validate_model_section(config)
+    validate_output(config.output, "reports/eval")
+    validate_settings(config.evaluation)
+    return config

@@ -1,0 +1,26 @@
+"""Tokenizer settings lensmap changes for a batch and puts back afterwards."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+
+@contextlib.contextmanager
+def left_padded(tokenizer: Any) -> Iterator[Any]:
+    """Pad on the left (the last position of every row is its last real token) for the block.
+
+    A tokenizer without a pad token borrows its end-of-sequence token. Both settings are put
+    back on exit and on error, so the caller's tokenizer leaves as it came in.
+    """
+    old_side, old_pad = getattr(tokenizer, "padding_side", "right"), tokenizer.pad_token
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        yield tokenizer
+    finally:
+        tokenizer.padding_side = old_side
+        if old_pad is None:
+            tokenizer.pad_token = None
