@@ -20,7 +20,7 @@ import lensmap as lm
 from figure_files import save_figure  # analyses/figure_files.py (the script's folder is on sys.path)
 from lensmap.data.parallel import cldr_parallel
 from lensmap.io import atomic_write_csv, atomic_write_text
-from lensmap.metrics.similarity import run_similarity
+from lensmap.readout.states import run_similarity
 from lensmap.models.zoo import ZOO, is_installed
 from lensmap.figures.phases import add_phase_bands, phase_curves, similarity_curves
 from lensmap.analysis.phases import alignment_items, detect_phases, target_mass_rows

@@ -32,7 +32,7 @@ from lensmap.capture.shadow import ShadowCache, shadow_copy
 from lensmap.capture.wrapped import as_handle, is_nnsight_model, wrapped_object
 from lensmap.errors import LensmapError, UnsupportedArchitectureError
 from lensmap.models.adapters import adapter_for_model_type, resolve
-from lensmap.models.handle import ModelHandle
+from lensmap.models.handle import ModelHandle, residual_site
 
 
 def wrap_shadow(model: torch.nn.Module):
@@ -112,18 +112,19 @@ class NNsightBackend:
         if self.remote:
             trace_kwargs["remote"] = self.remote
         deepest = layers[-1]
+        sites = {layer: residual_site(layer) for layer in layers}
         with model_lock(inner), preserved_state(inner), torch.no_grad():
             inner.eval()
             # The body only uses torch and the trace's own values (no lensmap code), so that it
             # can also run on a remote nnsight server; the types are checked after the trace.
             with model.trace(**trace_kwargs) as tracer:
                 store = {}
-                for layer in layers:
-                    if layer == 0:
-                        block_args, block_kwargs = blocks[0].inputs
+                for layer, (block, site) in sites.items():
+                    if site == "input":
+                        block_args, block_kwargs = blocks[block].inputs
                         hidden = block_args[0] if block_args else block_kwargs.get("hidden_states")
                     else:
-                        hidden = blocks[layer - 1].output
+                        hidden = blocks[block].output
                         if isinstance(hidden, (tuple, list)):  # BLOOM: (hidden, ...); never index a Tensor
                             hidden = hidden[0]
                     if isinstance(hidden, torch.Tensor):

@@ -29,7 +29,7 @@ from lensmap.capture.residuals import Residuals, residuals_from
 from lensmap.capture.shadow import ShadowCache, shadow_copy
 from lensmap.capture.wrapped import as_handle, is_bridge, wrapped_object
 from lensmap.errors import LensmapError, UnsupportedArchitectureError
-from lensmap.models.handle import ModelHandle
+from lensmap.models.handle import ModelHandle, residual_site
 
 
 class _Stop(Exception):
@@ -38,8 +38,11 @@ class _Stop(Exception):
 
 def hook_names(layers: Sequence[int]) -> dict[int, str]:
     """TransformerLens hook point of each lensmap residual layer."""
-    return {layer: "blocks.0.hook_resid_pre" if layer == 0 else f"blocks.{layer - 1}.hook_resid_post"
-            for layer in layers}
+    names = {}
+    for layer in layers:
+        block, site = residual_site(layer)
+        names[layer] = f"blocks.{block}.hook_resid_pre" if site == "input" else f"blocks.{block}.hook_resid_post"
+    return names
 
 
 def _architecture_name(model: torch.nn.Module) -> str:

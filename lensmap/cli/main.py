@@ -18,7 +18,6 @@ from lensmap.errors import LensmapError
 
 Argument = tuple[tuple[str, ...], dict]  # (flags, add_argument keyword arguments)
 
-CONFIG = (("config",), {"help": "YAML config"})
 QUIET = (("-q", "--quiet"), {"action": "store_true", "help": "no progress bars"})
 MODEL = (("model",), {"help": "zoo name, .gguf file, model directory or hub id"})
 

@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lensmap.errors import LensmapError, ParallelDataError
+from lensmap.errors import ParallelDataError
 
 PARALLEL_SOURCES = ("cldr", "bible", "files", "table")
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lensmap.errors import BenchmarkError, LensmapError
+from lensmap.errors import BenchmarkError
 
 BENCHMARKS = ("mgsm", "mmlu", "xquad")
 LETTERS = "ABCD"

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from lensmap.errors import LensmapError, TemplateError
+from lensmap.errors import TemplateError
 from lensmap.evaluation.benchmarks import LETTERS, BenchItem
 
 SCENARIOS = ("native", "code_switched", "code_switched_explicit", "english_distractor")

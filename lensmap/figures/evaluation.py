@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from lensmap.frames import require_columns
 from lensmap.evaluation.scenarios import SCENARIOS
 from lensmap.figures.html import ReportSection
 from lensmap.figures.style import language_order
@@ -16,6 +17,7 @@ MODE_COLORS = {"ok": "#2ca02c", "consistency_bottleneck": "#ff7f0e", "transfer_b
 
 def scenario_language_heatmap(summary: pd.DataFrame, benchmark: str, metric: str) -> go.Figure:
     """Scenario (y) × language (x) heatmap of ``metric`` for one benchmark, values printed in the cells."""
+    require_columns(summary, ["benchmark", "scenario", "language", metric], "eval_summary")
     sub = summary[summary["benchmark"] == benchmark]
     table = sub.pivot_table(index="scenario", columns="language", values=metric)
     table = table.reindex(index=[s for s in SCENARIOS if s in table.index],
@@ -32,6 +34,7 @@ def scenario_language_heatmap(summary: pd.DataFrame, benchmark: str, metric: str
 
 def failure_modes(items: pd.DataFrame, benchmark: str) -> go.Figure:
     """Stacked bars: the share of each failure mode per scenario and language."""
+    require_columns(items, "eval_items", "eval_items")
     sub = items[items["benchmark"] == benchmark]
     shares = (sub.groupby(["scenario", "language"])["failure_mode"].value_counts(normalize=True)
               .rename("share").reset_index())

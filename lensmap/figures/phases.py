@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
+from lensmap.frames import require_columns
 from lensmap.analysis.phases import Phases
 from lensmap.analysis.recommend import Recommendation
 from lensmap.figures.html import ReportSection
@@ -47,6 +48,7 @@ def add_phase_bands(fig: go.Figure, phases: Phases) -> go.Figure:
 def similarity_curves(similarity: pd.DataFrame, metric: str, phases: Phases | None = None,
                       pooling: str = "mean") -> go.Figure:
     """One line per source language (mean over its targets) with its bootstrap interval."""
+    require_columns(similarity, "similarity", "similarity")
     sub = similarity[(similarity["metric"] == metric) & (similarity["pooling"] == pooling)]
     fig = go.Figure()
     for source, part in sub.groupby("source", sort=False):

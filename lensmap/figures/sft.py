@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
+from lensmap.frames import require_columns
 from lensmap.figures.html import ReportSection
 from lensmap.figures.style import language_order
 
@@ -26,6 +27,7 @@ def _variants(frame: pd.DataFrame) -> list[str]:
 
 def scenario_bars(comparison: pd.DataFrame, metric: str = "language_consistency") -> go.Figure:
     """Grouped bars: ``metric`` per scenario (x) and variant (colour), item-weighted over languages."""
+    require_columns(comparison, ["variant", "scenario", "n", metric], "sft_comparison")
     frame = comparison.assign(weighted=comparison[metric] * comparison["n"])
     grouped = frame.groupby(["variant", "scenario"], sort=False)[["weighted", "n"]].sum().reset_index()
     grouped[metric] = grouped["weighted"] / grouped["n"]
@@ -42,6 +44,7 @@ def scenario_bars(comparison: pd.DataFrame, metric: str = "language_consistency"
 
 def language_heatmap(comparison: pd.DataFrame, scenario: str, metric: str = "language_consistency") -> go.Figure:
     """Variant × language heatmap of ``metric`` in one scenario (item-weighted over benchmarks)."""
+    require_columns(comparison, ["variant", "scenario", "language", "n", metric], "sft_comparison")
     sub = comparison[comparison["scenario"] == scenario]
     sub = sub.assign(weighted=sub[metric] * sub["n"]).groupby(["variant", "language"])[["weighted", "n"]].sum()
     table = (sub["weighted"] / sub["n"]).unstack("language")
@@ -57,6 +60,7 @@ def language_heatmap(comparison: pd.DataFrame, scenario: str, metric: str = "lan
 
 def training_curves(curves: pd.DataFrame) -> go.Figure:
     """Training loss per optimiser step, one line per variant."""
+    require_columns(curves, ["variant", "step", "loss"], "training_curves")
     fig = go.Figure()
     for variant in _variants(curves):
         sub = curves[curves["variant"] == variant]
@@ -69,6 +73,7 @@ def training_curves(curves: pd.DataFrame) -> go.Figure:
 
 def mass_difference(mass: pd.DataFrame, variant: str, probe: str, languages: Sequence[str] | None = None) -> go.Figure:
     """Heatmap of ``variant`` − ``base`` language mass per layer (x) and language (y) on one probe."""
+    require_columns(mass, ["variant", "probe", "layer", "language", "mass"], "language_mass")
     sub = mass[mass["probe"] == probe]
     pivot = {name: sub[sub["variant"] == name].pivot_table(index="language", columns="layer", values="mass")
              for name in ("base", variant)}

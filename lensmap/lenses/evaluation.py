@@ -98,32 +98,9 @@ def evaluate_lenses(
     Returns a frame with columns ``model, lens, language, layer, kl, kl_std, top1_agreement,
     entropy, n_tokens``; language ``all`` pools every language.
     """
-    if lenses is None:
-        lenses = []
-    elif not isinstance(lenses, (list, tuple)):
-        lenses = [lenses]
-    lenses = list(lenses)
-    if include_logit and not any(lens.name == "logit" for lens in lenses):
-        lenses.insert(0, LogitLens(handle))
-    if not lenses:
-        raise LensmapError("no lens to evaluate")
-    names = [lens.name for lens in lenses]
-    if len(set(names)) != len(names):
-        raise LensmapError(f"lens names must be unique to tell them apart in the results; got {names}")
-    if not corpus:
-        raise LensmapError("no held-out text: the corpus has no languages")
-    first = next(iter(corpus.values()))
-    per_seq = _rows_per_sequence(seq_len, positions_per_sequence)
-    if isinstance(first, Tensor):
-        packed = {lang: rows.long().cpu() for lang, rows in corpus.items()}
-        if any(rows.dim() != 2 or rows.shape[1] != seq_len for rows in packed.values()):
-            raise LensmapError(f"packed held-out tokens must be [n, seq_len={seq_len}] tensors")
-        n = min(-(-tokens_per_language // per_seq), min(int(r.shape[0]) for r in packed.values()))
-        packed = {lang: rows[:n] for lang, rows in packed.items()}
-    else:
-        packed = prepare_eval_tokens(handle, corpus, tokens_per_language=tokens_per_language, seq_len=seq_len,
-                                     positions_per_sequence=positions_per_sequence, seed=seed,
-                                     check_languages=check_languages)
+    lenses = _lens_list(handle, lenses, include_logit)
+    packed = _packed_eval_tokens(handle, corpus, tokens_per_language, seq_len, positions_per_sequence, seed,
+                                 check_languages)
     n_layers = handle.n_layers
     read = list(range(n_layers + 1)) if layers is None else sorted(set(int(x) for x in layers))
     bad = [x for x in read if not 0 <= x <= n_layers]
@@ -131,8 +108,8 @@ def evaluate_lenses(
         raise LensmapError(f"layers {bad} out of range: this model has residual layers 0..{n_layers}")
     order = interleave(packed, seed)
     sums = _Sums()
-    bar = tqdm(total=len(order), desc=f"evaluate lenses {handle.name}", unit="seq", disable=not progress)
-    with torch.no_grad():
+    with torch.no_grad(), tqdm(total=len(order), desc=f"evaluate lenses {handle.name}", unit="seq",
+                               disable=not progress) as bar:
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             ids = torch.stack([packed[lang][k] for lang, k in chunk])
@@ -140,29 +117,62 @@ def evaluate_lenses(
             res = capture_residuals(handle, ids, torch.ones_like(ids), positions=mask.to(handle.device),
                                     layers=sorted(set(read) | {n_layers}))
             row_lang = [chunk[b][0] for b in res.rows[:, 0].tolist()]
-            final = res.layer(n_layers)
-            for r0 in range(0, final.shape[0], chunk_rows):
-                rows = slice(r0, r0 + chunk_rows)
-                langs = row_lang[rows]
-                target = LogitLens(handle).decode(final[rows]).float()
-                logp = torch.log_softmax(target, -1)
-                p = logp.exp()
-                neg_entropy = (p * torch.where(p > 0, logp, 0.0)).sum(-1)
-                top = target.argmax(-1)
-                del target, logp
-                groups = {lang: torch.tensor([i for i, x in enumerate(langs) if x == lang]) for lang in dict.fromkeys(langs)}
-                for lens in lenses:
-                    for layer in read:
-                        logits = lens.decode(res.layer(layer)[rows], layer).float()
-                        kl = neg_entropy + F.cross_entropy(logits, p, reduction="none")
-                        logq = torch.log_softmax(logits, -1)
-                        entropy = -(logq.exp() * torch.where(torch.isfinite(logq), logq, 0.0)).sum(-1)
-                        agree = (logits.argmax(-1) == top).double()
-                        for lang, idx in groups.items():
-                            sums.add((lens.name, lang, layer), kl[idx], agree[idx], entropy[idx])
+            for r0 in range(0, res.hidden.shape[1], chunk_rows):
+                _add_rows(sums, handle, lenses, res, read, slice(r0, r0 + chunk_rows), row_lang[r0:r0 + chunk_rows])
             bar.update(len(chunk))
-    bar.close()
-    return _frame(handle.name, sums, names, list(packed), read)
+    return _frame(handle.name, sums, [lens.name for lens in lenses], list(packed), read)
+
+
+def _lens_list(handle: ModelHandle, lenses: Lens | Sequence[Lens] | None, include_logit: bool) -> list[Lens]:
+    """The lenses to compare, the logit lens first unless excluded; names must be unique."""
+    lenses = [] if lenses is None else [lenses] if not isinstance(lenses, (list, tuple)) else list(lenses)
+    if include_logit and not any(lens.name == "logit" for lens in lenses):
+        lenses.insert(0, LogitLens(handle))
+    if not lenses:
+        raise LensmapError("no lens to evaluate")
+    names = [lens.name for lens in lenses]
+    if len(set(names)) != len(names):
+        raise LensmapError(f"lens names must be unique to tell them apart in the results; got {names}")
+    return lenses
+
+
+def _packed_eval_tokens(handle: ModelHandle, corpus, tokens_per_language: int, seq_len: int,
+                        positions_per_sequence: int, seed: int, check_languages: bool) -> dict[str, Tensor]:
+    """``{language: [n, seq_len]}`` held-out rows from text, or from rows the caller packed."""
+    if not corpus:
+        raise LensmapError("no held-out text: the corpus has no languages")
+    first = next(iter(corpus.values()))
+    if not isinstance(first, Tensor):
+        return prepare_eval_tokens(handle, corpus, tokens_per_language=tokens_per_language, seq_len=seq_len,
+                                   positions_per_sequence=positions_per_sequence, seed=seed,
+                                   check_languages=check_languages)
+    packed = {lang: rows.long().cpu() for lang, rows in corpus.items()}
+    if any(rows.dim() != 2 or rows.shape[1] != seq_len for rows in packed.values()):
+        raise LensmapError(f"packed held-out tokens must be [n, seq_len={seq_len}] tensors")
+    per_seq = _rows_per_sequence(seq_len, positions_per_sequence)
+    n = min(-(-tokens_per_language // per_seq), min(int(r.shape[0]) for r in packed.values()))
+    return {lang: rows[:n] for lang, rows in packed.items()}
+
+
+def _add_rows(sums: _Sums, handle: ModelHandle, lenses: list[Lens], res, read: list[int], rows: slice,
+              langs: list[str]) -> None:
+    """KL to the final distribution, top-1 agreement and entropy of ``rows`` for every lens and layer."""
+    target = LogitLens(handle).decode(res.layer(handle.n_layers)[rows]).float()
+    logp = torch.log_softmax(target, -1)
+    p = logp.exp()
+    neg_entropy = (p * torch.where(p > 0, logp, 0.0)).sum(-1)
+    top = target.argmax(-1)
+    del target, logp
+    groups = {lang: torch.tensor([i for i, x in enumerate(langs) if x == lang]) for lang in dict.fromkeys(langs)}
+    for lens in lenses:
+        for layer in read:
+            logits = lens.decode(res.layer(layer)[rows], layer).float()
+            kl = neg_entropy + F.cross_entropy(logits, p, reduction="none")
+            logq = torch.log_softmax(logits, -1)
+            entropy = -(logq.exp() * torch.where(torch.isfinite(logq), logq, 0.0)).sum(-1)
+            agree = (logits.argmax(-1) == top).double()
+            for lang, idx in groups.items():
+                sums.add((lens.name, lang, layer), kl[idx], agree[idx], entropy[idx])
 
 
 def _frame(model: str, sums: _Sums, lens_names: list[str], languages: list[str], layers: list[int]) -> pd.DataFrame:

@@ -278,99 +278,127 @@ def train_tuned_lens(
             is returned, with ``info["stopped_early"] = True``).
     """
     settings = TrainSettings(**{**asdict(settings or TrainSettings()), **overrides}).check()
-    if not corpus:
-        raise LensmapError("no training text: the corpus has no languages")
-    first = next(iter(corpus.values()))
-    if isinstance(first, Tensor):
-        packed = {lang: rows.long().cpu() for lang, rows in corpus.items()}
-        bad = [lang for lang, rows in packed.items() if rows.dim() != 2 or rows.shape[1] != settings.seq_len]
-        if bad:
-            raise LensmapError(f"packed tokens for {bad} are not [n, seq_len={settings.seq_len}] tensors")
-        need = settings.sequences_per_language()
-        short = [f"{lang} ({rows.shape[0]} of {need})" for lang, rows in packed.items() if rows.shape[0] < need]
-        if short:
-            raise LensmapError(f"too few packed training sequences for {', '.join(short)}")
-        packed = {lang: rows[:need] for lang, rows in packed.items()}
-    else:
-        packed = prepare_training_tokens(handle, corpus, settings, check_languages=check_languages)
-
+    packed = _packed_tokens(handle, corpus, settings, check_languages)
     lens = lens if lens is not None else TunedLens(handle)
     order = interleave(packed, settings.seed)
     blocks = [order[i:i + settings.batch_size] for i in range(0, len(order), settings.batch_size)]
-    steps_in = [math.ceil(len(block) * settings.rows_per_sequence / settings.rows_per_step) for block in blocks]
-    total_steps = sum(steps_in)
+    total_steps = sum(math.ceil(len(block) * settings.rows_per_sequence / settings.rows_per_step) for block in blocks)
     optimizer, schedule = _make_optimizer(lens, settings, total_steps)
-    key = _run_key(lens, settings, packed)
-    checkpoint = Path(checkpoint) if checkpoint else None
-    start_block, elapsed_before, history = 0, 0.0, []
-    if checkpoint is not None and checkpoint.is_file():
-        start_block, elapsed_before, history = _load_checkpoint(checkpoint, key, lens, optimizer)
-    start_step = len(history)
-    decode_dtype = handle.dtype
-    n_layers = handle.n_layers
-    started = time.perf_counter()
-    stopped_early = False
-    rows_trained = 0
-    blocks_done = start_block
-    last_saved = start_step
+    run = _Run(key=_run_key(lens, settings, packed), checkpoint=Path(checkpoint) if checkpoint else None)
+    if run.checkpoint is not None and run.checkpoint.is_file():
+        run.start_block, run.elapsed_before, run.history = _load_checkpoint(run.checkpoint, run.key, lens, optimizer)
+    run.blocks_done, run.last_saved = run.start_block, len(run.history)
+    start_step = len(run.history)
     bar = tqdm(total=total_steps, initial=start_step, desc=f"tuned lens {handle.name}", unit="step",
                disable=not progress)
-    model = handle.model
     try:
-        with preserved_state(model):
-            model.requires_grad_(False)
-            model.eval()
-            for b in range(start_block, len(blocks)):
-                chunk = blocks[b]
-                ids = torch.stack([packed[lang][k] for lang, k in chunk])
-                mask = position_mask(len(chunk), settings.seq_len, settings.positions_per_sequence, settings.seed,
-                                     b * settings.batch_size)
-                # one frozen forward for the block; its rows are shuffled across languages into steps
-                res = capture_residuals(handle, ids, torch.ones_like(ids), positions=mask.to(handle.device))
-                n_rows = res.hidden.shape[1]
-                perm = torch.randperm(n_rows, generator=torch.Generator().manual_seed(hash_seed(settings.seed, "rows", b)))
-                for rows in perm.to(res.hidden.device).split(settings.rows_per_step):
-                    step = len(history)
-                    p, neg_entropy = target_distribution(lens, res.hidden[n_layers, rows], decode_dtype)
-                    losses = []
-                    for layer in range(n_layers):
-                        loss = layer_kl(lens, res.hidden[layer, rows], layer, p, neg_entropy).mean()
-                        loss.backward()
-                        losses.append(float(loss.detach()))
-                    for group in optimizer.param_groups:
-                        group["lr"] = settings.lr * schedule(step)
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    history.append(losses)
-                    bar.update(1)
-                    bar.set_postfix(kl=f"{sum(losses) / len(losses):.3f}")
-                rows_trained += n_rows
-                blocks_done = b + 1
-                elapsed = elapsed_before + time.perf_counter() - started
-                more = blocks_done < len(blocks)
-                if checkpoint is not None and checkpoint_every and len(history) - last_saved >= checkpoint_every and more:
-                    _save_checkpoint(checkpoint, key, blocks_done, lens, optimizer, elapsed, history)
-                    last_saved = len(history)
-                if max_minutes and elapsed > 60 * max_minutes and more:
-                    stopped_early = True
+        with preserved_state(handle.model):
+            handle.model.requires_grad_(False)
+            handle.model.eval()
+            for b in range(run.start_block, len(blocks)):
+                run.rows_trained += _train_block(handle, lens, packed, blocks[b], b, settings, optimizer, schedule,
+                                                 run.history, bar)
+                run.blocks_done = b + 1
+                more = run.blocks_done < len(blocks)
+                if run.checkpoint is not None and checkpoint_every and len(run.history) - run.last_saved >= checkpoint_every \
+                        and more:
+                    _save_checkpoint(run.checkpoint, run.key, run.blocks_done, lens, optimizer, run.elapsed(),
+                                     run.history)
+                    run.last_saved = len(run.history)
+                if max_minutes and run.elapsed() > 60 * max_minutes and more:
+                    run.stopped_early = True
                     break
     finally:
         bar.close()
-    steps_done = len(history)
-    if checkpoint is not None:
-        if stopped_early:
-            _save_checkpoint(checkpoint, key, blocks_done, lens, optimizer,
-                             elapsed_before + time.perf_counter() - started, history)
+    if run.checkpoint is not None:
+        if run.stopped_early:
+            _save_checkpoint(run.checkpoint, run.key, run.blocks_done, lens, optimizer, run.elapsed(), run.history)
         else:
-            checkpoint.unlink(missing_ok=True)
-    tail = history[-max(1, steps_done // 10):] if history else []
-    result = TrainResult(
-        steps=steps_done, total_steps=total_steps, seconds=round(elapsed_before + time.perf_counter() - started, 1),
-        tokens_per_language=(rows_trained + start_block * settings.batch_size * settings.rows_per_sequence)
+            run.checkpoint.unlink(missing_ok=True)
+    result = _result(run, settings, packed, total_steps, start_step, handle.n_layers)
+    lens.info = {"settings": asdict(settings), "result": asdict(result),
+                 "model_dtype": str(handle.dtype).replace("torch.", "")}
+    return lens
+
+
+@dataclass
+class _Run:
+    """The state of one training run (what a checkpoint saves and a resumed run restores)."""
+
+    key: str
+    checkpoint: Path | None
+    start_block: int = 0
+    elapsed_before: float = 0.0
+    history: list[list[float]] = field(default_factory=list)  # per step: KL per layer
+    blocks_done: int = 0
+    last_saved: int = 0
+    rows_trained: int = 0
+    stopped_early: bool = False
+    started: float = field(default_factory=time.perf_counter)
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+
+def _packed_tokens(handle: ModelHandle, corpus: Mapping[str, Sequence[str]] | Mapping[str, Tensor],
+                   settings: TrainSettings, check_languages: bool) -> dict[str, Tensor]:
+    """``{language: [sequences, seq_len]}`` token rows from text, or from rows the caller packed."""
+    if not corpus:
+        raise LensmapError("no training text: the corpus has no languages")
+    first = next(iter(corpus.values()))
+    if not isinstance(first, Tensor):
+        return prepare_training_tokens(handle, corpus, settings, check_languages=check_languages)
+    packed = {lang: rows.long().cpu() for lang, rows in corpus.items()}
+    bad = [lang for lang, rows in packed.items() if rows.dim() != 2 or rows.shape[1] != settings.seq_len]
+    if bad:
+        raise LensmapError(f"packed tokens for {bad} are not [n, seq_len={settings.seq_len}] tensors")
+    need = settings.sequences_per_language()
+    short = [f"{lang} ({rows.shape[0]} of {need})" for lang, rows in packed.items() if rows.shape[0] < need]
+    if short:
+        raise LensmapError(f"too few packed training sequences for {', '.join(short)}")
+    return {lang: rows[:need] for lang, rows in packed.items()}
+
+
+def _train_block(handle: ModelHandle, lens: TunedLens, packed: Mapping[str, Tensor], chunk: list[tuple[str, int]],
+                 b: int, settings: TrainSettings, optimizer, schedule, history: list[list[float]], bar) -> int:
+    """One frozen forward over block ``b`` of sequences, then its rows, shuffled across languages, in steps.
+
+    Appends each step's per-layer KL to ``history``; returns the number of rows trained on.
+    """
+    ids = torch.stack([packed[lang][k] for lang, k in chunk])
+    mask = position_mask(len(chunk), settings.seq_len, settings.positions_per_sequence, settings.seed,
+                         b * settings.batch_size)
+    res = capture_residuals(handle, ids, torch.ones_like(ids), positions=mask.to(handle.device))
+    n_layers, n_rows = handle.n_layers, res.hidden.shape[1]
+    perm = torch.randperm(n_rows, generator=torch.Generator().manual_seed(hash_seed(settings.seed, "rows", b)))
+    for rows in perm.to(res.hidden.device).split(settings.rows_per_step):
+        step = len(history)
+        p, neg_entropy = target_distribution(lens, res.hidden[n_layers, rows], handle.dtype)
+        losses = []
+        for layer in range(n_layers):
+            loss = layer_kl(lens, res.hidden[layer, rows], layer, p, neg_entropy).mean()
+            loss.backward()
+            losses.append(float(loss.detach()))
+        for group in optimizer.param_groups:
+            group["lr"] = settings.lr * schedule(step)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        history.append(losses)
+        bar.update(1)
+        bar.set_postfix(kl=f"{sum(losses) / len(losses):.3f}")
+    return n_rows
+
+
+def _result(run: _Run, settings: TrainSettings, packed: Mapping[str, Tensor], total_steps: int, start_step: int,
+            n_layers: int) -> TrainResult:
+    """What the run did: steps, time, tokens per language, the final KL per layer and the KL history."""
+    history = run.history
+    tail = history[-max(1, len(history) // 10):] if history else []
+    return TrainResult(
+        steps=len(history), total_steps=total_steps, seconds=round(run.elapsed(), 1),
+        tokens_per_language=(run.rows_trained + run.start_block * settings.batch_size * settings.rows_per_sequence)
         // max(1, len(packed)),
-        languages=list(packed), stopped_early=stopped_early, resumed_from_step=start_step,
+        languages=list(packed), stopped_early=run.stopped_early, resumed_from_step=start_step,
         final_kl=[round(sum(h[layer] for h in tail) / len(tail), 4) for layer in range(n_layers)] if tail else [],
         history=[round(sum(h) / len(h), 4) for h in history],
     )
-    lens.info = {"settings": asdict(settings), "result": asdict(result), "model_dtype": str(decode_dtype).replace("torch.", "")}
-    return lens

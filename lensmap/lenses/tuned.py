@@ -33,7 +33,7 @@ from torch.nn import functional as F
 from lensmap.errors import LensFileError, LensmapError
 from lensmap.lenses.logit import LogitLens
 from lensmap.models.handle import ModelHandle
-from lensmap.models.identity import describe_fingerprint, fingerprint_mismatch, model_fingerprint, tensor_sha256
+from lensmap.models.identity import describe_fingerprint, fingerprint_mismatch, model_fingerprint
 
 FORMAT = "lensmap-tuned-lens"
 FORMAT_VERSION = 1
@@ -193,9 +193,12 @@ class TunedLens(nn.Module):
 
 
 def _lensmap_version() -> str:
-    import lensmap
+    from importlib.metadata import PackageNotFoundError, version
 
-    return getattr(lensmap, "__version__", "")
+    try:
+        return version("lensmap")
+    except PackageNotFoundError:
+        return ""
 
 
 def _dtype(name: str, path: Path) -> torch.dtype:

@@ -19,7 +19,6 @@ Intervals are percentile bootstraps over items (the per-item statistics are resa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from lensmap.errors import DeltaError, LensmapError
+from lensmap.errors import DeltaError
 from lensmap.io import atomic_write_text, staged_directory
 from lensmap.models.handle import ModelHandle
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from lensmap.errors import LensmapError, TrainingDataError
+from lensmap.errors import TrainingDataError
 
 FIELDS = ("language", "instruction", "question", "reasoning", "answer")
 

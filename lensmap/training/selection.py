@@ -16,7 +16,7 @@ from pathlib import Path
 
 from torch import nn
 
-from lensmap.errors import LensmapError, SelectionError
+from lensmap.errors import SelectionError
 from lensmap.models.handle import ModelHandle
 from lensmap.models.identity import tensor_sha256
 from lensmap.models.params import count_parameters, layer_prefixes, matches

@@ -13,6 +13,7 @@ directory, which resuming ignores and removes).
 from __future__ import annotations
 
 import math
+import time
 import os
 import shutil
 import warnings
@@ -25,7 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lensmap.errors import LensmapError, TrainingError
+from lensmap.errors import TrainingError
 from lensmap.models.handle import ModelHandle
 from lensmap.training.prompts import DEFAULT_LOSS_SPANS, Example, collate
 from lensmap.training.selection import TrainableSet, apply
@@ -168,9 +169,7 @@ def train_sft(
     ``requires_grad`` restored as it came in, and without the engine's mixed-precision wrapper
     (it runs later forwards in its own dtype, like the base model it is compared with).
     """
-    import time
-
-    from transformers import Trainer, TrainingArguments, set_seed
+    from transformers import set_seed
 
     check_settings(settings)
     if not examples:
@@ -180,26 +179,49 @@ def train_sft(
         warnings.warn("training a model held in reduced precision: AdamW updates of lr 1e-5 vanish in bfloat16; "
                       "load it with dtype='float32' (mixed precision still runs the matmuls in bf16)", stacklevel=2)
     work_dir = Path(work_dir)
-    pad_id = handle.tokenizer.pad_token_id
-    if pad_id is None:
-        pad_id = handle.tokenizer.eos_token_id or 0
     set_seed(settings.seed)
     old_flags = {name: p.requires_grad for name, p in model.named_parameters()}
     # Mixed precision wraps the model's forward in autocast at instance level; put back what was there.
     old_forward = {key: vars(model)[key] for key in ("forward", "_original_forward") if key in vars(model)}
     apply(model, trainable)
-    trained_model: nn.Module = model
-    if lora:
-        from peft import LoraConfig, get_peft_model
-
-        for p in model.parameters():
-            p.requires_grad_(False)
-        config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-                            target_modules=lora_targets(model, trainable), bias="none")
-        trained_model = get_peft_model(model, config)
+    trained_model = _with_lora(model, trainable, settings) if lora else model
     optimised = sum(p.numel() for p in trained_model.parameters() if p.requires_grad)
+    trainer = _make_trainer(handle, trained_model, examples, settings, work_dir, progress, callbacks)
+    checkpoint = latest_complete_checkpoint(work_dir) if resume else None
+    start = time.perf_counter()
+    try:
+        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    except (torch.OutOfMemoryError, MemoryError) as error:
+        raise TrainingError(f"a batch of {settings.per_device_batch_size} examples does not fit in memory ({error}); "
+                            "lower per_device_batch_size (gradient accumulation keeps the effective batch_size) "
+                            "or max_length") from None
+    finally:
+        if lora:
+            trained_model = trained_model.merge_and_unload()  # the adapters folded into the chosen layers
+        _restore(model, old_flags, old_forward)
+    seconds = time.perf_counter() - start
+    history = pd.DataFrame([row for row in trainer.state.log_history if "loss" in row])
+    return TrainResult(trainable, history, seconds, int(trainer.state.global_step), optimised,
+                       str(checkpoint) if checkpoint else "")
+
+
+def _with_lora(model: nn.Module, trainable: TrainableSet, settings: SFTSettings) -> nn.Module:
+    """The model with LoRA adapters on the chosen blocks' linear layers (everything else frozen)."""
+    from peft import LoraConfig, get_peft_model
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    config = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
+                        target_modules=lora_targets(model, trainable), bias="none")
+    return get_peft_model(model, config)
+
+
+def training_arguments(handle: ModelHandle, settings: SFTSettings, work_dir: Path, progress: bool):
+    """The Hugging Face ``TrainingArguments`` of a run (gradient accumulation from the process count)."""
+    from transformers import TrainingArguments
+
     devices = int(os.environ.get("WORLD_SIZE", "1"))
-    args = TrainingArguments(
+    return TrainingArguments(
         output_dir=str(work_dir),
         learning_rate=settings.learning_rate,
         per_device_train_batch_size=settings.per_device_batch_size,
@@ -222,30 +244,28 @@ def train_sft(
         use_cpu=handle.device.type == "cpu",
         **_precision(settings, handle.device),
     )
-    trainer = Trainer(model=trained_model, args=args, train_dataset=_ExampleDataset(examples),
-                      data_collator=lambda batch: collate(batch, pad_id), callbacks=[_marker_callback(), *callbacks])
-    if not progress:  # without bars the Trainer prints every log dict instead
-        from transformers import PrinterCallback
 
+
+def _make_trainer(handle: ModelHandle, trained_model: nn.Module, examples: Sequence[Example], settings: SFTSettings,
+                  work_dir: Path, progress: bool, callbacks: Sequence[Any]):
+    from transformers import PrinterCallback, Trainer
+
+    pad_id = handle.tokenizer.pad_token_id
+    if pad_id is None:
+        pad_id = handle.tokenizer.eos_token_id or 0
+    trainer = Trainer(model=trained_model, args=training_arguments(handle, settings, work_dir, progress),
+                      train_dataset=_ExampleDataset(examples), data_collator=lambda batch: collate(batch, pad_id),
+                      callbacks=[_marker_callback(), *callbacks])
+    if not progress:  # without bars the Trainer prints every log dict instead
         trainer.remove_callback(PrinterCallback)
-    checkpoint = latest_complete_checkpoint(work_dir) if resume else None
-    start = time.perf_counter()
-    try:
-        trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
-    except (torch.OutOfMemoryError, MemoryError) as error:
-        raise TrainingError(f"a batch of {settings.per_device_batch_size} examples does not fit in memory ({error}); "
-                            "lower per_device_batch_size (gradient accumulation keeps the effective batch_size) "
-                            "or max_length") from None
-    finally:
-        if lora:
-            trained_model = trained_model.merge_and_unload()  # the adapters folded into the chosen layers
-        for name, p in model.named_parameters():
-            p.requires_grad_(old_flags.get(name, p.requires_grad))
-        for key in ("forward", "_original_forward"):
-            vars(model).pop(key, None)
-        vars(model).update(old_forward)
-        model.eval()
-    seconds = time.perf_counter() - start
-    history = pd.DataFrame([row for row in trainer.state.log_history if "loss" in row])
-    return TrainResult(trainable, history, seconds, int(trainer.state.global_step), optimised,
-                       str(checkpoint) if checkpoint else "")
+    return trainer
+
+
+def _restore(model: nn.Module, old_flags: dict[str, bool], old_forward: dict[str, Any]) -> None:
+    """Put back ``requires_grad`` and the model's own ``forward`` (not the engine's autocast wrapper); eval mode."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(old_flags.get(name, p.requires_grad))
+    for key in ("forward", "_original_forward"):
+        vars(model).pop(key, None)
+    vars(model).update(old_forward)
+    model.eval()
