@@ -61,3 +61,32 @@ def test_gemma_zoo_model_self_checks_and_reads_every_layer():
     logits = LogitLens(handle).decode(res.layer(18))
     assert logits.shape == (2, 262144)
     assert handle.tokenizer.decode(logits[1].argmax()).strip() != ""
+
+
+def _same_frame(got: pd.DataFrame, want: pd.DataFrame, name: str) -> None:
+    assert list(got.columns) == list(want.columns), name
+    assert len(got) == len(want), name
+    for column in want.columns:
+        if pd.api.types.is_numeric_dtype(want[column]):
+            pd.testing.assert_series_equal(got[column], want[column], check_dtype=False, rtol=1e-6, atol=1e-9,
+                                           obj=f"{name}:{column}")
+        else:
+            assert got[column].fillna("").astype(str).tolist() == want[column].fillna("").astype(str).tolist(), \
+                f"{name}:{column}"
+
+
+def test_demo_report_outputs_are_unchanged(tmp_path):
+    """`lensmap report examples/demo.yaml` writes the frames it wrote before the layout change (tests/golden/demo)."""
+    from pathlib import Path
+
+    from lensmap.config.report import load_config
+
+    golden = Path(__file__).parent / "golden" / "demo"
+    repo = Path(__file__).parents[1]
+    config = load_config(repo / "examples" / "demo.yaml")
+    config.output = str(tmp_path / "demo")
+    run_report(config, progress=False)
+    for path in sorted(golden.glob("*.csv")):
+        _same_frame(pd.read_csv(tmp_path / "demo" / path.name), pd.read_csv(path), path.name)
+    for name in ("phases.json", "recommendation.json"):
+        assert json.loads((tmp_path / "demo" / name).read_text()) == json.loads((golden / name).read_text()), name
