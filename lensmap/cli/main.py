@@ -4,7 +4,8 @@ Every subcommand is one :class:`Command` entry in :data:`COMMANDS`: its name (``
 for a nested one), a help line, the arguments it takes and the function that runs it. The
 function receives the parsed arguments, calls one public library function, prints what was
 written, and returns the exit code. To add a command, add an entry; nothing else changes.
-A :class:`~lensmap.errors.LensmapError` is printed as one line (exit 2), never a traceback.
+A :class:`~lensmap.errors.LensmapError` (or an OSError: an unwritable path, a full disk) is
+printed as one line (exit 2), never a traceback.
 """
 
 from __future__ import annotations
@@ -201,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("lensmap: interrupted", file=sys.stderr)
         return 130
+    except OSError as error:  # a path that cannot be written, a full disk: the environment, not a bug
+        where = f" ({error.filename})" if error.filename else ""
+        print(f"lensmap: error: {error.strerror or error}{where}; check that the path exists, is writable "
+              "and that the disk has space", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ class ReportConfig(ModelSection):
     lens: str = "logit"
     positions: str = "last"
     batch_size: int = 8
+    too_long: str = "error"  # a prompt longer than the model's context: error | truncate (keep its last tokens)
     vocab: VocabConfig = field(default_factory=VocabConfig)
     title: str = ""
     backend: str = "native"  # native | transformer-lens | nnsight: how the residual stream is captured
@@ -66,6 +67,7 @@ def validate(config: ReportConfig) -> ReportConfig:
         raise ConfigError(f"lens_path is set ({config.lens_path!r}) but lens is {config.lens!r}; set lens: tuned")
     validate_tuned_lens(config.tuned_lens, config.languages)
     check_choice(config.positions, ("last", "all"), "positions")
+    check_choice(config.too_long, ("error", "truncate"), "too_long")
     validate_phases(config.phases, config.languages, tuple(STRATEGIES))
     if config.evaluate:
         validate_settings(config.evaluation)

@@ -123,6 +123,17 @@ class ModelHandle:
         return len(self.blocks)
 
     @property
+    def context_length(self) -> int | None:
+        """The longest sequence the model takes (its position table), or None when it has no limit (ALiBi)."""
+        config = getattr(self.model, "config", None)
+        for holder in (config, getattr(config, "text_config", None)):
+            for name in ("max_position_embeddings", "n_positions", "seq_length"):
+                value = getattr(holder, name, None)
+                if isinstance(value, int) and value > 0:
+                    return value
+        return None
+
+    @property
     def d_model(self) -> int:
         return int(self.embed.weight.shape[1])
 

@@ -8,6 +8,7 @@ language, averaged over the probe's prompts).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -101,6 +102,7 @@ def run_probes(
     vocab_texts: list[str] | None = None,
     progress: bool = True,
     backend: str | Backend | None = None,
+    too_long: str = "error",
 ) -> ProbeResult:
     """Read every layer of ``handle`` on ``prompts`` through ``lens`` (default: logit lens).
 
@@ -114,6 +116,8 @@ def run_probes(
         backend: how the residuals are captured: ``native`` hooks, ``transformer-lens`` or
             ``nnsight`` (a name or a backend from :func:`lensmap.capture.backends.get_backend`); default:
             the library of a wrapped bridge / nnsight model, else ``native``.
+        too_long: a prompt longer than the model's context is an ``"error"`` (ProbeError naming
+            it), or is cut to its last tokens with a warning (``"truncate"``).
     """
     handle = as_handle(handle)
     capture = get_backend(default_backend(handle) if backend is None else backend)
@@ -128,6 +132,7 @@ def run_probes(
             "build the vocabulary map with vocab_size=handle.vocab_size"
         )
     lens = lens or LogitLens(handle)
+    limit = check_prompt_lengths(tokenizer, prompts, handle.context_length, too_long)
     targets = answer_tokens(tokenizer, prompts, vocab_texts)
     layers = list(range(handle.n_layers + 1))
     records: list[tuple[np.ndarray, Readout]] = []
@@ -135,7 +140,8 @@ def run_probes(
     with tqdm(total=len(prompts), desc=f"lens {handle.name}", unit="prompt", disable=not progress) as bar, \
             left_padded(tokenizer):
         for batch in _batches(len(prompts), batch_size):
-            enc = tokenizer([prompts[i].text for i in batch], return_tensors="pt", padding=True)
+            enc = tokenizer([prompts[i].text for i in batch], return_tensors="pt", padding=True,
+                            truncation=limit is not None, max_length=limit)
             res = capture(handle, enc["input_ids"], enc["attention_mask"], positions=positions, layers=layers)
             prompt_of_row = np.asarray([batch[b] for b in res.rows[:, 0].tolist()])
             last_of_row = _is_last_real_token(res.rows, enc["attention_mask"])
@@ -149,6 +155,36 @@ def run_probes(
     result = _frames(handle, prompts, targets, records, list(columns), vocab_share, lens.name)
     result.info["backend"] = getattr(capture, "name", type(capture).__name__)
     return result
+
+
+def check_prompt_lengths(tokenizer, prompts: Sequence[Prompt], context: int | None, too_long: str) -> int | None:
+    """Tokenize every prompt once: a clear error for text the tokenizer refuses or a prompt beyond ``context``.
+
+    Returns the length to truncate to (``context`` when ``too_long="truncate"`` and a prompt is
+    longer, with a warning naming how many were cut), else None.
+    """
+    if too_long not in ("error", "truncate"):
+        raise ProbeError(f"too_long must be 'error' or 'truncate'; got {too_long!r}")
+    longest, over = 0, []
+    for i, prompt in enumerate(prompts):
+        try:
+            n = len(tokenizer(prompt.text)["input_ids"])
+        except (TypeError, ValueError, UnicodeError) as error:
+            raise ProbeError(f"prompt {i} of probe {prompt.probe!r} cannot be tokenized ({type(error).__name__}: "
+                             f"{error}); remove characters that are not valid Unicode text") from None
+        longest = max(longest, n)
+        if context is not None and n > context:
+            over.append((i, n))
+    if not over:
+        return None
+    i, n = over[0]
+    if too_long == "error":
+        raise ProbeError(f"{len(over)} prompt(s) are longer than the model's context of {context} tokens "
+                         f"(prompt {i} of probe {prompts[i].probe!r} has {n}); shorten them, or set "
+                         "too_long: truncate to keep each prompt's last tokens")
+    warnings.warn(f"{len(over)} prompt(s) longer than the model's context of {context} tokens were cut to their "
+                  f"last {context} tokens (the longest had {longest})", stacklevel=3)
+    return context
 
 
 def _is_last_real_token(rows: torch.Tensor, attention_mask: torch.Tensor) -> list[bool]:

@@ -143,6 +143,7 @@ def compute_report(config: ReportConfig, *, progress: bool = True) -> ReportResu
         handle, prompts, vmap.weights(), vmap.columns(), lens=lens, positions=config.positions,
         batch_size=config.batch_size, vocab_share=[float(share[c]) for c in vmap.columns()],
         vocab_texts=decode_vocab_texts(handle.tokenizer), progress=progress, backend=backend,
+        too_long=config.too_long,
     )
     clock.lap("lens_readout")
     out = ReportResults(handle, prompts, vmap, result, lens_name, lens_eval, lens)
