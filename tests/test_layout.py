@@ -8,6 +8,7 @@ analysis/ never reach the model's forward pass (no capture, readout or loading i
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1] / "lensmap"
@@ -128,3 +129,18 @@ def test_the_checks_can_fail(tmp_path):
     source.write_text("def f():\n    from lensmap.runs.report import run_report\n", encoding="utf-8")
     assert imports(source, {"lensmap.runs.report", "lensmap.runs"}) == {"lensmap.runs.report"}
     assert layer_of("lensmap.runs.report") > layer_of("lensmap.metrics.mass")
+
+
+def test_every_lensmap_import_in_the_source_resolves():
+    """Imports inside functions run only when the function does: check every one of them now."""
+    import importlib
+
+    missing = []
+    for name, path in sorted(modules().items()):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("lensmap"):
+                target = importlib.import_module(node.module)
+                for alias in node.names:
+                    if not hasattr(target, alias.name) and importlib.util.find_spec(f"{node.module}.{alias.name}") is None:
+                        missing.append(f"{name}: from {node.module} import {alias.name}")
+    assert not missing, "imports that would fail when their function runs:\n" + "\n".join(missing)

@@ -2,13 +2,13 @@
 
 A delta directory holds ``manifest.json`` and ``changed.safetensors``. The manifest records
 the base model's fingerprint (architecture, sizes, sha256 of its unembedding and final norm;
-see :func:`lensmap.lenses.tuned.model_fingerprint`) and, per saved tensor, the sha256 of its
+see :func:`lensmap.models.identity.model_fingerprint`) and, per saved tensor, the sha256 of its
 base value and of its tuned value. :func:`load_delta` refuses another base model (fingerprint
 or any base tensor hash differs) and a corrupt file (a tuned hash differs), so a delta is
 never applied half-way or onto the wrong weights.
 
 "Changed" means changed in any bit (exact hashes of each tensor in its own dtype). The base
-hashes are taken in bfloat16 (:func:`lensmap.lenses.tuned.tensor_sha256`), so a delta trained
+hashes are taken in bfloat16 (:func:`lensmap.models.identity.tensor_sha256`), so a delta trained
 in float32 also loads onto the same base model loaded in bfloat16.
 """
 
@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from lensmap.errors import DeltaError
 from lensmap.io import atomic_write_text, staged_directory
 from lensmap.models.handle import ModelHandle
+from lensmap.models.identity import fingerprint_mismatch, model_fingerprint, tensor_sha256
 
 FORMAT = "lensmap-sft-delta"
 MANIFEST = "manifest.json"
@@ -52,8 +53,6 @@ class Snapshot:
 
 def snapshot(model: nn.Module, names: Iterable[str] | None = None) -> Snapshot:
     """Hash ``names`` (default: every parameter) before training."""
-    from lensmap.lenses.tuned import tensor_sha256
-
     wanted = None if names is None else set(names)
     params = [(name, p) for name, p in model.named_parameters(remove_duplicate=False)
               if wanted is None or name in wanted]
@@ -76,7 +75,7 @@ def save_delta(
 ) -> dict[str, Any]:
     """Save the parameters that changed since ``before`` (a :func:`snapshot` of the base).
 
-    ``base_fingerprint`` is :func:`lensmap.lenses.tuned.model_fingerprint` of the base model,
+    ``base_fingerprint`` is :func:`lensmap.models.identity.model_fingerprint` of the base model,
     taken before training (full fine-tuning changes the unembedding). Written through a staging
     directory: a failure leaves nothing behind. Returns the manifest.
     """
@@ -119,8 +118,6 @@ def load_delta(handle: ModelHandle, path: str | os.PathLike) -> dict[str, Any]:
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from lensmap.lenses.tuned import fingerprint_mismatch, model_fingerprint, tensor_sha256
 
     path = Path(path)
     manifest = read_manifest(path)
