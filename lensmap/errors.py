@@ -69,3 +69,7 @@ class Terminated(BaseException):
     @property
     def exit_code(self) -> int:
         return 128 + self.signum
+
+
+class LensmapWarning(UserWarning):
+    """Something the user asked for that lensmap could only partly do (e.g. fewer probe items than ``n``)."""

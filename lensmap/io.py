@@ -100,13 +100,18 @@ def _remove(path: Path) -> None:
             path.unlink()
 
 
-def sweep_stale(directory: str | os.PathLike, *, legacy: re.Pattern[str] | None = _LEGACY_STAGING) -> list[Path]:
+def sweep_stale(
+    directory: str | os.PathLike,
+    *,
+    legacy: re.Pattern[str] | None = _LEGACY_STAGING,
+    legacy_age_seconds: float = _LEGACY_AGE_SECONDS,
+) -> list[Path]:
     """Remove lensmap's temporary files and directories in ``directory`` left by dead processes.
 
     An entry is removed when its name is lensmap's temporary pattern
     (``.NAME.lensmap-tmp-PID-XXXXXXXX``) and process PID no longer exists; or when it matches
     ``legacy`` (the pid-less names of older lensmap versions) and was last modified more than
-    six hours ago. Nothing else is touched. Returns the removed paths; never raises for an
+    ``legacy_age_seconds`` ago (six hours by default). Nothing else is touched. Returns the removed paths; never raises for an
     unreadable directory.
     """
     directory = Path(directory)
@@ -123,7 +128,7 @@ def sweep_stale(directory: str | os.PathLike, *, legacy: re.Pattern[str] | None 
             stale = not _pid_alive(int(match.group("pid")))
         elif legacy is not None and legacy.match(entry.name):
             with contextlib.suppress(OSError):
-                stale = now - entry.lstat().st_mtime > _LEGACY_AGE_SECONDS
+                stale = now - entry.lstat().st_mtime > legacy_age_seconds
         if stale:
             _remove(entry)
             removed.append(entry)
