@@ -37,8 +37,8 @@ from lensmap.signals import deferred_signals, terminate_on_signals
 
 __all__ = [
     "OUTPUT_MANIFEST", "atomic_write_text", "atomic_write_bytes", "atomic_write_csv", "expand_path",
-    "prepare_output", "staged_directory", "read_output_manifest", "sweep_stale", "temporary_name",
-    "make_temporary_directory",
+    "prepare_output", "prepare_output_file", "staged_directory", "read_output_manifest", "record_output_files",
+    "sweep_stale", "temporary_name", "make_temporary_directory",
 ]
 
 #: Name of the manifest lensmap writes into every output directory it fills.
@@ -432,6 +432,48 @@ def prepare_output(path: str | os.PathLike, command: str | None, *, overwrite: b
     expanded = expand_path(path, field="output")
     _check_output(expanded, command, overwrite)
     return expanded
+
+
+def prepare_output_file(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Check a single output *file* (``lensmap vocab --table tokens.csv``) before any slow work.
+
+    Expands ``~``/``$VARS``; refuses an existing file unless ``overwrite=True`` (lensmap cannot
+    tell its own single files from the user's), an existing directory, and a location that
+    cannot be written. Returns the expanded path; nothing is created.
+    """
+    expanded = expand_path(path, field="output file")
+    shown = f"{str(expanded)!r}"
+    target = Path(os.path.realpath(os.path.abspath(expanded)))
+    if target.is_dir():
+        raise OutputError(f"the output file {shown} is an existing directory. Give a file name, e.g. {shown[:-1]}/tokens.csv'")
+    if target.exists() and not overwrite:
+        raise OutputError(
+            f"the output file {shown} already exists; lensmap never overwrites a file it cannot tell is its own. "
+            "Choose a new name, delete it, or pass overwrite=True (the --overwrite option)"
+        )
+    base = _nearest_existing(target.parent)
+    if not base.is_dir():
+        raise OutputError(f"cannot create the output file {shown}: {base} is a file, not a directory")
+    _check_writable(shown, base)
+    return expanded
+
+
+def record_output_files(directory: str | os.PathLike, names: Iterable[str], *, command: str | None = None) -> None:
+    """Add files lensmap wrote straight into an output directory (not through :func:`staged_directory`)
+    to its manifest, so a later run may replace or remove them like the rest of its files.
+
+    ``names`` are paths relative to ``directory`` of files that exist. Example: ``lensmap lens
+    eval`` writes ``lens_eval.csv`` into a saved lens's directory after the lens itself was staged.
+    """
+    directory = Path(directory)
+    manifest = read_output_manifest(directory)
+    files: dict[str, Any] = dict(manifest["files"]) if manifest else {}
+    for name in names:
+        rel = _safe_relative(Path(name).as_posix())
+        if rel is None or not (directory / rel).is_file():
+            raise ValueError(f"{name!r} is not a file inside {directory}")
+        files[rel] = [_stat_pair(directory / rel)]
+    _write_manifest(directory, manifest.get("command") if manifest else command, files)
 
 
 # --------------------------------------------------------------------------- staged directories

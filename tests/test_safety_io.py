@@ -281,3 +281,52 @@ def test_atomic_writes_name_their_temporaries_for_the_sweep(tmp_path, monkeypatc
 
 def test_errors_are_lensmap_errors():
     assert issubclass(OutputError, LensmapError)
+
+
+def test_files_written_straight_into_an_output_can_be_recorded_as_lensmaps(tmp_path):
+    lens_dir = tmp_path / "lens"
+    write_run(lens_dir, {"config.json": "{}", "translators.safetensors": "w"}, command="lens")
+    lio.atomic_write_text(lens_dir / "lens_eval.csv", "eval")  # written after the lens was saved
+    with pytest.raises(OutputError, match="lens_eval.csv"):
+        prepare_output(lens_dir, "lens")
+    lio.record_output_files(lens_dir, ["lens_eval.csv"])
+    assert prepare_output(lens_dir, "lens") == lens_dir
+    write_run(lens_dir, {"config.json": "{}", "translators.safetensors": "w2"}, command="lens")
+    assert not (lens_dir / "lens_eval.csv").exists()  # the old lens's evaluation went with it
+    with pytest.raises(ValueError):
+        lio.record_output_files(lens_dir, ["../elsewhere.txt"])
+
+
+def test_adopted_files_of_an_output_from_before_manifests_can_be_replaced(tmp_path):
+    legacy = tmp_path / "lens"
+    legacy.mkdir()
+    (legacy / "config.json").write_text("old")
+    (legacy / "translators.safetensors").write_text("old")
+    with pytest.raises(OutputError):
+        write_run(legacy, {"config.json": "new"})
+    write_run(legacy, {"config.json": "new"}, adopt=["config.json", "translators.safetensors"])
+    assert (legacy / "config.json").read_text() == "new" and not (legacy / "translators.safetensors").exists()
+
+
+def test_a_legacy_report_directory_gets_a_specific_hint(tmp_path):
+    old = tmp_path / "reports" / "demo"
+    old.mkdir(parents=True)
+    (old / "run.json").write_text("{}")
+    (old / "report.html").write_text("<html>")
+    with pytest.raises(OutputError, match="earlier lensmap version .*delete it"):
+        prepare_output(old, "report")
+
+
+def test_single_output_files_are_never_overwritten_unasked(tmp_path):
+    from lensmap.io import prepare_output_file
+
+    table = tmp_path / "tokens.csv"
+    assert prepare_output_file(table) == table
+    table.write_text("my data")
+    with pytest.raises(OutputError, match="already exists"):
+        prepare_output_file(table)
+    assert prepare_output_file(table, overwrite=True) == table
+    with pytest.raises(OutputError, match="is an existing directory"):
+        prepare_output_file(tmp_path)
+    with pytest.raises(OutputError, match="cannot (write|create)"):
+        prepare_output_file("/proc/lensmap-test/tokens.csv")

@@ -552,3 +552,19 @@ def test_set_offline_mode_before_import_keeps_datasets_off_the_network(tmp_path)
     env.update(PYTHONPATH=str(REPO), HF_HOME=str(tmp_path / "hf"))
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
     assert "lookups 0" in out.stdout, out.stderr[-2000:]
+
+
+def test_offline_mode_is_scoped(monkeypatch):
+    import huggingface_hub.constants as constants
+
+    from lensmap.models.offline import OFFLINE_FLAGS, offline_mode
+
+    for flag in OFFLINE_FLAGS:
+        monkeypatch.delenv(flag, raising=False)
+    monkeypatch.delenv("LENSMAP_ALLOW_DOWNLOAD", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    with offline_mode() as switched:
+        assert switched and os.environ["HF_DATASETS_OFFLINE"] == "1" and constants.HF_HUB_OFFLINE is True
+    assert "HF_DATASETS_OFFLINE" not in os.environ and constants.HF_HUB_OFFLINE is False
+    with offline_mode(allow_download=True) as switched:
+        assert not switched and "HF_HUB_OFFLINE" not in os.environ

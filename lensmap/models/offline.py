@@ -16,10 +16,13 @@ This module imports nothing heavy, so it can run first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
-__all__ = ["ALLOW_DOWNLOAD_ENV", "OFFLINE_FLAGS", "downloads_allowed", "set_offline_mode", "download_hint"]
+__all__ = ["ALLOW_DOWNLOAD_ENV", "OFFLINE_FLAGS", "downloads_allowed", "set_offline_mode", "offline_mode",
+           "download_hint"]
 
 #: Environment variable that allows hub downloads for a session (``1``, ``true`` or ``yes``).
 ALLOW_DOWNLOAD_ENV = "LENSMAP_ALLOW_DOWNLOAD"
@@ -62,3 +65,40 @@ def set_offline_mode(allow_download: bool | None = None) -> bool:
             if hasattr(config, attr):
                 setattr(config, attr, True)
     return True
+
+
+def _module_flags() -> list[tuple[object, str]]:
+    found = []
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None and hasattr(constants, "HF_HUB_OFFLINE"):
+        found.append((constants, "HF_HUB_OFFLINE"))
+    config = sys.modules.get("datasets.config")
+    if config is not None:
+        found += [(config, attr) for attr in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE") if hasattr(config, attr)]
+    return found
+
+
+@contextlib.contextmanager
+def offline_mode(allow_download: bool | None = None) -> Iterator[bool]:
+    """:func:`set_offline_mode` for the duration of a block, then everything as it was.
+
+    For library code that reads the local Hugging Face caches (``datasets.load_dataset`` of
+    an ``hf:`` evaluation source): enter it *before* ``import datasets`` when it is not imported
+    yet. On exit the environment variables and the flags of modules that were already imported
+    come back; a module first imported inside the block keeps the offline setting it read then.
+    Yields whether offline mode was switched on.
+    """
+    saved_env = {name: os.environ.get(name) for name in OFFLINE_FLAGS}
+    saved_attrs = [(module, attr, getattr(module, attr)) for module, attr in _module_flags()]
+    switched = set_offline_mode(allow_download)
+    try:
+        yield switched
+    finally:
+        if switched:
+            for name, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            for module, attr, value in saved_attrs:
+                setattr(module, attr, value)
