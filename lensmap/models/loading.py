@@ -6,7 +6,11 @@ second instead of ~30 s. The conversion runs in a temporary directory that is re
 error, Ctrl-C, SIGTERM or SIGHUP, and swept at the next conversion if the process was killed
 outright. The checkpoint's files are hashed once when written (``lensmap_integrity.json``) and
 checked at every load: cheaply by default, fully with ``verify="full"`` (see
-:mod:`lensmap.models.integrity`).
+:mod:`lensmap.models.integrity`). Measured on the zoo's Qwen2.5-0.5B (converted checkpoint:
+6 files, 2.53 GB; joined GGUF: 0.49 GB) on a shared 2-core machine with the files in the page
+cache: the cheap check takes 1–6 ms for the checkpoint and under 1 ms for the GGUF; the full
+check 4.2–5.0 s and 1.1 s (sha256 runs at ~0.5–0.7 GB/s there; from a cold disk it is
+disk-bound).
 
 Offline first: a hub id is looked up in the local Hugging Face cache only; nothing is
 downloaded unless the user asks (``allow_download=True`` or ``LENSMAP_ALLOW_DOWNLOAD=1``, see
