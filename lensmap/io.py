@@ -267,6 +267,16 @@ def _safe_relative(name: Any) -> str | None:
     return name
 
 
+def _through_symlink(target: Path, rel: str) -> bool:
+    """True if a folder on the way from ``target`` to ``rel`` is a symbolic link (it may lead to the user's files)."""
+    current = target
+    for part in Path(rel).parts[:-1]:
+        current = current / part
+        if current.is_symlink():
+            return True
+    return False
+
+
 def _stat_pair(path: Path) -> list[int]:
     st = path.lstat()
     return [st.st_size, st.st_mtime_ns]
@@ -283,7 +293,7 @@ def _owned_files(target: Path, manifest: dict[str, Any] | None, adopt: Iterable[
     if manifest is not None:
         for name, stats in manifest["files"].items():
             rel = _safe_relative(name)
-            if rel is None:
+            if rel is None or _through_symlink(target, rel):
                 continue  # a manifest can never point lensmap outside its directory
             path = target / rel
             if not (path.is_file() or path.is_symlink()):
@@ -292,7 +302,7 @@ def _owned_files(target: Path, manifest: dict[str, Any] | None, adopt: Iterable[
             owned[rel] = _stat_pair(path) in [list(s) for s in recorded if isinstance(s, list)]
     for name in adopt:
         rel = _safe_relative(name)
-        if rel is not None and ((target / rel).is_file() or (target / rel).is_symlink()):
+        if rel is not None and not _through_symlink(target, rel) and ((target / rel).is_file() or (target / rel).is_symlink()):
             owned[rel] = True
     return owned
 

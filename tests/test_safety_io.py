@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -132,6 +133,21 @@ def test_a_manifest_never_points_lensmap_outside_its_directory(tmp_path):
     (out / OUTPUT_MANIFEST).write_text(json.dumps(manifest))
     write_run(out, {"b.csv": "2"})
     assert victim.read_text() == "precious"
+
+
+def test_a_lensmap_folder_replaced_by_a_link_to_the_users_files_is_not_followed(tmp_path):
+    out = tmp_path / "out"
+    write_run(out, {"weights/v1/w.bin": "1", "a.csv": "1"})
+    mine = tmp_path / "mine" / "v1"
+    mine.mkdir(parents=True)
+    (mine / "w.bin").write_text("my own weights")
+    shutil.rmtree(out / "weights")
+    (out / "weights").symlink_to(tmp_path / "mine", target_is_directory=True)
+    with pytest.raises(OutputError, match="weights"):
+        write_run(out, {"a.csv": "2"})  # would otherwise delete mine/v1/w.bin as a stale lensmap file
+    with pytest.raises(OutputError, match="weights"):
+        write_run(out, {"a.csv": "2", "weights/v1/w.bin": "2"}, overwrite=True)
+    assert (mine / "w.bin").read_text() == "my own weights"
 
 
 def test_corrupt_manifest_is_a_clear_error(tmp_path):
