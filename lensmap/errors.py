@@ -70,3 +70,42 @@ class ParallelDataError(LensmapError):
 
 class FrameError(LensmapError, ValueError):
     """A DataFrame handed to a figure or analysis that lacks the columns or rows it needs."""
+
+
+class OutputError(LensmapError):
+    """An output location lensmap refuses to write to (it holds the user's files) or cannot write to."""
+
+
+class DeviceError(LensmapError):
+    """A device name this machine does not have (``gpu0``, ``cuda`` without CUDA, ``cuda:3`` with one GPU)."""
+
+
+class IntegrityError(ModelLoadError):
+    """A cached model file no longer matches the checksum recorded when lensmap wrote it."""
+
+
+class Terminated(BaseException):
+    """SIGTERM or SIGHUP arrived while :func:`lensmap.signals.terminate_on_signals` was active.
+
+    Like :class:`KeyboardInterrupt` it derives from ``BaseException``, so ``except Exception``
+    does not swallow it while ``finally`` blocks and ``except BaseException`` cleanup still run.
+    ``exit_code`` is the shell's convention for death by that signal (128 + signal number).
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = int(signum)
+        try:
+            self.signal_name = signal.Signals(self.signum).name
+        except ValueError:
+            self.signal_name = f"signal {self.signum}"
+        super().__init__(f"stopped by {self.signal_name}")
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+class LensmapWarning(UserWarning):
+    """Something the user asked for that lensmap could only partly do (e.g. fewer probe items than ``n``)."""

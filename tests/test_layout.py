@@ -15,7 +15,7 @@ ROOT = Path(__file__).parents[1] / "lensmap"
 
 # The flow of docs/design.md, bottom to top. Modules of one layer may import each other.
 LAYERS = [
-    {"errors", "io", "schema", "frames"},
+    {"errors", "io", "schema", "frames", "signals"},
     {"models"},
     {"capture"},
     {"languages"},

@@ -38,6 +38,7 @@ from __future__ import annotations
 import csv
 import json
 import random
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from typing import Any
 from babel import Locale
 from babel.core import UnknownLocaleError
 
-from lensmap.errors import LanguageError, ProbeError
+from lensmap.errors import LanguageError, LensmapWarning, ProbeError
 
 __all__ = [
     "Prompt",
@@ -168,11 +169,31 @@ def _usable(word: str) -> bool:
     return bool(word.strip()) and not any(ch in _BAD_CHARS for ch in word)
 
 
-def _check_counts(**counts: int) -> None:
+def _check_counts(**counts: int | None) -> None:
     for name, value in counts.items():
+        if name == "n" and value is None:
+            continue
         minimum = 0 if name == "shots" else 1
-        if not isinstance(value, int) or value < minimum:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
             raise ProbeError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def _take(n: int | None, default: int, available: int, probe: str) -> int:
+    """How many items to use: ``n`` (or ``default`` if None), capped at ``available``.
+
+    An explicit ``n`` larger than what the probe has triggers a :class:`LensmapWarning` naming
+    the probe and the real number, which is what every output then holds.
+    """
+    if n is None:
+        return min(default, available)
+    if n > available:
+        warnings.warn(
+            f"probe {probe!r}: n={n} asked for more prompts than it has; it has {available} usable "
+            f"item(s), so it uses n={available}.",
+            LensmapWarning,
+            stacklevel=3,
+        )
+    return min(n, available)
 
 
 # --------------------------------------------------------------------------- translation
@@ -182,7 +203,7 @@ def translation_probes(
     source: str,
     target: str,
     *,
-    n: int = 40,
+    n: int | None = None,
     shots: int = 4,
     seed: int = 0,
     domain: str = "territories",
@@ -203,8 +224,10 @@ def translation_probes(
     Args:
         source: CLDR code of the source language (``'fr'``).
         target: CLDR code of the target language (``'zh'``).
-        n: number of prompts; capped at the number of usable items in the domain
-            (e.g. at most 12 for months, 7 for weekdays).
+        n: number of prompts (default: 40, or every usable item if there are fewer). Capped
+            at the number of usable items in the domain (e.g. at most 12 for months, 7 for
+            weekdays); an explicit ``n`` above that warns (:class:`~lensmap.errors.LensmapWarning`)
+            with the real number.
         shots: number of example lines; capped at the number of other usable items.
         seed: seed for the choice and order of query items and of their examples.
         domain: ``'territories'`` (about 70 well-known countries), ``'languages'``,
@@ -250,10 +273,10 @@ def translation_probes(
         head = f'{src_name}: "{src_words[item]}" - {tgt_name}: "'
         return head + (f'{tgt_words[item]}"' if complete else "")
 
-    rng = random.Random(seed)
-    queries = rng.sample(pool, min(n, len(pool)))
-    k = min(shots, len(pool) - 1)
     probe = f"translation {source}->{target} {domain}"
+    rng = random.Random(seed)
+    queries = rng.sample(pool, _take(n, 40, len(pool), probe))
+    k = min(shots, len(pool) - 1)
     prompts = []
     for item in queries:
         examples = rng.sample([other for other in pool if other != item], k)
@@ -304,7 +327,7 @@ def _list_separator(locale: Locale) -> str:
 
 
 def cloze_probes(
-    target: str, *, n: int = 24, seed: int = 0, domain: str = "months"
+    target: str, *, n: int | None = None, seed: int = 0, domain: str = "months"
 ) -> list[Prompt]:
     """Sequence-completion prompts in one language: a few CLDR names in order, then the next.
 
@@ -321,8 +344,9 @@ def cloze_probes(
 
     Args:
         target: CLDR code of the language (``'fr'``).
-        n: number of prompts; capped at the number of (start, length) pairs
-            (48 for months, 28 for weekdays).
+        n: number of prompts (default 24). Capped at the number of (start, length) pairs
+            (48 for months, 28 for weekdays); an explicit ``n`` above that warns
+            (:class:`~lensmap.errors.LensmapWarning`) with the real number.
         seed: seed for the choice and order of the pairs.
         domain: ``'months'`` or ``'weekdays'`` (CLDR ``format``/``wide`` names).
 
@@ -355,10 +379,10 @@ def cloze_probes(
     sep_tail = sep[len(sep_head):]
     size = len(ids)
     pairs = [(start, length) for length in _CLOZE_CONTEXT_LENGTHS for start in range(size)]
-    rng = random.Random(seed)
-    chosen = rng.sample(pairs, min(n, len(pairs)))
-
     probe = f"cloze {target} {domain}"
+    rng = random.Random(seed)
+    chosen = rng.sample(pairs, _take(n, 24, len(pairs), probe))
+
     prompts = []
     for start, length in chosen:
         context = [ids[(start + j) % size] for j in range(length)]
@@ -398,7 +422,9 @@ def load_prompts_file(path: str | Path) -> list[Prompt]:
     Raises:
         ProbeError: missing file, unsupported extension, unreadable encoding, malformed JSON
             on a line, a record that is not an object, no ``prompt`` column, an empty prompt
-            on a line, or no prompts at all — each naming the file, the line and the fix.
+            on a line, text that is not valid Unicode (a lone surrogate such as ``"\\ud800"``),
+            a CSV quote that is never closed or other malformed quoting, or no prompts at all —
+            each naming the file, the line and the fix.
     """
     path = Path(path)
     if not path.is_file():
@@ -476,7 +502,7 @@ def _json_records(path: Path, content: str) -> list[tuple[str, dict[str, Any]]]:
 def _table_records(path: Path, content: str, delimiter: str) -> list[tuple[str, dict[str, Any]]]:
     """(location, row) pairs from a CSV/TSV file with a header row."""
     lines = content.splitlines(keepends=True)
-    reader = csv.reader(lines, delimiter=delimiter)
+    reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
         header = next(reader)
     except StopIteration:
@@ -499,9 +525,15 @@ def _table_records(path: Path, content: str, delimiter: str) -> list[tuple[str, 
         except StopIteration:
             break
         except csv.Error as exc:
+            if "unexpected end of data" in str(exc):
+                raise ProbeError(
+                    f"Prompts file {str(path)!r}: the quote opened on line {start} is never closed, so "
+                    "the rest of the file would be read as one field. Close the quote (inside a quoted "
+                    'field write a quote as "").'
+                ) from None
             raise ProbeError(
                 f"Prompts file {str(path)!r}: malformed row on line {start} ({exc}). "
-                "Check its quoting."
+                'Check its quoting: a field that contains quotes must be quoted, with each quote doubled ("").'
             ) from None
         if not row or all(not cell.strip() for cell in row):
             continue
@@ -530,6 +562,16 @@ def _record_to_prompt(path: Path, where: str, record: dict[str, Any]) -> Prompt:
                 f"Prompts file {str(path)!r}: {key!r} on {where} is a {type(value).__name__}; "
                 "it must be a string."
             )
+    for key, value in values.items():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ProbeError(
+                f"Prompts file {str(path)!r}: {key!r} on {where} is not valid Unicode text: character "
+                f"{exc.start + 1} is a lone surrogate ({value[exc.start]!r}), which no tokenizer can encode. "
+                "A JSON escape such as \\ud83d must be followed by its low half (\\ude00), or write the "
+                "character itself."
+            ) from None
     if not values["prompt"].strip():
         raise ProbeError(
             f"Prompts file {str(path)!r}: empty prompt on {where}. "

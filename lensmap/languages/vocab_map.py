@@ -39,12 +39,12 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from lensmap.errors import LanguageError
+from lensmap.errors import LanguageError, ModelLoadError
 from lensmap.io import atomic_write_bytes
 from lensmap.languages.lexicon import Lexicon, build_lexicons, lexicon_weights
 from lensmap.languages.lid import UNKNOWN, lid_model_sha256, predict_many, validate_languages
 from lensmap.languages.scripts import NEUTRAL, SCRIPT, classify_text, is_letters_only, partial_language
-from lensmap.languages.tokens import DecodedVocabulary, decode_vocabulary
+from lensmap.languages.tokens import DecodedVocabulary, decode_vocabulary, tokenizer_problem
 
 #: Columns of :meth:`VocabularyMap.weights` after the configured languages.
 EXTRA_BUCKETS = ("other", "unk", "neutral", "special")
@@ -339,9 +339,20 @@ def build_vocabulary_map(
     ``unk`` unless the lexicons attribute it. ``lexicon_files``: optional extra word lists,
     ``{language: path}``, one word per line. ``use_cache``: load/store the map under
     ``cache_dir()/"vocab"`` (``from_cache`` tells whether it was loaded).
+
+    Raises ModelLoadError for an empty or broken tokenizer (see
+    :func:`lensmap.languages.tokens.tokenizer_problem`), before anything is labelled or cached.
     """
     languages = validate_languages(languages)
     threshold = _check_threshold(threshold)
+    problem = tokenizer_problem(tokenizer)
+    if problem:  # never label, let alone cache, the map of an empty tokenizer
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+        raise ModelLoadError(
+            f"cannot build a vocabulary map: the tokenizer {name!r} is empty or broken ({problem}). "
+            "Load the model's own tokenizer: its directory needs tokenizer.json (or tokenizer.model / "
+            "vocab.json + merges.txt); save it there with tokenizer.save_pretrained(directory)"
+        )
     decoded = decode_vocabulary(tokenizer, vocab_size)
     lexicons = build_lexicons(languages, lexicon_files)
     key = cache_key(decoded, languages, threshold, lexicons)

