@@ -46,8 +46,7 @@ from lensmap.readout.states import run_similarity
 from lensmap.runs.evaluation import run_evaluation
 from lensmap.runs.report import analyse_phases, run_report
 from lensmap.runs.sft import run_sft
-
-__version__ = "0.1.0"
+from lensmap.version import __version__  # noqa: F401
 
 __all__ = [
     "Lens", "LensmapError", "LogitLens", "ModelHandle", "ProbeResult", "Prompt", "Readout", "ReportConfig",

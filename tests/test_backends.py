@@ -15,13 +15,13 @@ import torch
 import transformers as tf
 from conftest import TINY_CONFIGS, tiny_model
 
+from lensmap.capture import position_ids_for
 from lensmap.capture.backends import BACKENDS, as_handle, available_backends, bind, get_backend
 from lensmap.capture.shadow import shadow_copy
-from lensmap.metrics.hidden import read_hidden
-from lensmap.capture import position_ids_for
 from lensmap.data.probes import Prompt
 from lensmap.errors import LensmapError, UnsupportedArchitectureError
 from lensmap.lenses.logit import LogitLens
+from lensmap.metrics.hidden import read_hidden
 from lensmap.metrics.mass import read_layers
 from lensmap.models.handle import ModelHandle
 from lensmap.readout.probes import run_probes

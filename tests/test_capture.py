@@ -8,8 +8,8 @@ import torch
 from lensmap.capture import capture_residuals, residual_hooks, run_forward, select_positions
 from lensmap.errors import LensmapError, UnsupportedArchitectureError
 from lensmap.lenses.logit import LogitLens
-from lensmap.models.selfcheck import check_last_layer_lens
 from lensmap.models.handle import ModelHandle
+from lensmap.models.selfcheck import check_last_layer_lens
 
 
 def _hook_count(model: torch.nn.Module) -> int:

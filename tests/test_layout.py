@@ -8,14 +8,13 @@ analysis/ never reach the model's forward pass (no capture, readout or loading i
 from __future__ import annotations
 
 import ast
-import importlib.util
 from pathlib import Path
 
 ROOT = Path(__file__).parents[1] / "lensmap"
 
 # The flow of docs/design.md, bottom to top. Modules of one layer may import each other.
 LAYERS = [
-    {"errors", "io", "schema", "frames", "signals"},
+    {"errors", "io", "schema", "frames", "signals", "version", "outputs"},
     {"models"},
     {"capture"},
     {"languages"},

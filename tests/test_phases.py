@@ -9,16 +9,19 @@ import pytest
 import torch
 import transformers as tf
 
+from lensmap.analysis.phases import detect_phases
+from lensmap.analysis.recommend import cogsym_layers, recommend
 from lensmap.data.parallel import (
-    ParallelDataError, check_parallel, cldr_parallel, files_parallel, table_parallel,
+    ParallelDataError,
+    check_parallel,
+    cldr_parallel,
+    files_parallel,
+    table_parallel,
 )
 from lensmap.errors import LensmapError
 from lensmap.metrics.similarity import bootstrap_means, pair_item_stats, similarity_frame
-from lensmap.readout.states import sentence_states, start_token_id
 from lensmap.models.handle import ModelHandle
-from lensmap.analysis.phases import detect_phases
-from lensmap.analysis.recommend import cogsym_layers, recommend
-
+from lensmap.readout.states import sentence_states, start_token_id
 
 # --- parallel data ------------------------------------------------------------------------------
 

@@ -15,12 +15,12 @@ import pytest
 from lensmap.figures.backbone import (
     BUCKETS,
     answer_curves,
+    default_sections,
     entropy_curve,
     language_color,
     mass_curves,
     mass_heatmap,
 )
-from lensmap.figures.backbone import default_sections
 from lensmap.figures.html import ReportSection, render_report, write_report
 
 MODEL = "tiny-model"

@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 import lensmap.io as lio
+import lensmap.outputs as louts
 from lensmap.errors import ConfigError, LensmapError, OutputError
-from lensmap.io import OUTPUT_MANIFEST, expand_path, prepare_output, staged_directory, sweep_stale
+from lensmap.io import expand_path, sweep_stale
+from lensmap.outputs import OUTPUT_MANIFEST, prepare_output, staged_directory
 
 
 def write_run(final, files: dict[str, str], **kwargs) -> None:
@@ -305,12 +307,12 @@ def test_files_written_straight_into_an_output_can_be_recorded_as_lensmaps(tmp_p
     lio.atomic_write_text(lens_dir / "lens_eval.csv", "eval")  # written after the lens was saved
     with pytest.raises(OutputError, match="lens_eval.csv"):
         prepare_output(lens_dir, "lens")
-    lio.record_output_files(lens_dir, ["lens_eval.csv"])
+    louts.record_output_files(lens_dir, ["lens_eval.csv"])
     assert prepare_output(lens_dir, "lens") == lens_dir
     write_run(lens_dir, {"config.json": "{}", "translators.safetensors": "w2"}, command="lens")
     assert not (lens_dir / "lens_eval.csv").exists()  # the old lens's evaluation went with it
     with pytest.raises(ValueError):
-        lio.record_output_files(lens_dir, ["../elsewhere.txt"])
+        louts.record_output_files(lens_dir, ["../elsewhere.txt"])
 
 
 def test_adopted_files_of_an_output_from_before_manifests_can_be_replaced(tmp_path):
@@ -334,7 +336,7 @@ def test_a_legacy_report_directory_gets_a_specific_hint(tmp_path):
 
 
 def test_single_output_files_are_never_overwritten_unasked(tmp_path):
-    from lensmap.io import prepare_output_file
+    from lensmap.outputs import prepare_output_file
 
     table = tmp_path / "tokens.csv"
     assert prepare_output_file(table) == table

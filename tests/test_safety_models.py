@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -19,11 +18,11 @@ from pathlib import Path
 
 import pytest
 import torch
-
 import transformers
-
 from conftest import TINY_CONFIGS
+
 from lensmap.errors import DeviceError, IntegrityError, LensmapError, ModelLoadError
+from lensmap.models import gguf as gguf_module
 from lensmap.models import integrity, loading, zoo
 from lensmap.models.devices import available_devices, validate_device
 from lensmap.models.loading import load_model, load_tokenizer
@@ -126,7 +125,7 @@ def test_device_names_this_machine_does_not_have_are_clear_errors(monkeypatch):
 def test_load_model_checks_the_device_before_loading(tmp_path, monkeypatch):
     save_tiny(tmp_path / "m")
     called = []
-    monkeypatch.setattr(loading, "_load_directory", lambda *a, **k: called.append(1))
+    monkeypatch.setattr(loading, "load_directory", lambda *a, **k: called.append(1))
     for device in ("gpu0", "cuda", "cuda:3"):
         with pytest.raises(DeviceError):
             load_model(tmp_path / "m", device=device)
@@ -238,8 +237,8 @@ def test_flipped_byte_in_the_converted_checkpoint_is_caught_by_the_full_check(tm
         fake_conversion(m, intermediate_size=4096)
         handle = load_model(gguf, dtype="float32")
     assert handle.info["verified"] == "full (just converted)"
-    converted = loading._gguf_cache_dir(gguf)
-    record = json.loads((converted / loading.CHECKPOINT_RECORD).read_text())
+    converted = gguf_module.gguf_cache_dir(gguf)
+    record = json.loads((converted / gguf_module.CHECKPOINT_RECORD).read_text())
     assert set(record["files"]) >= {"model.safetensors", "config.json", "tokenizer.json"}
     weights = converted / "model.safetensors"
     assert record["files"]["model.safetensors"]["sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -261,7 +260,7 @@ def test_an_edited_config_in_the_cache_is_caught(tmp_path, cache, monkeypatch):
     with monkeypatch.context() as m:
         fake_conversion(m)
         load_model(gguf, dtype="float32")
-    config = loading._gguf_cache_dir(gguf) / "config.json"
+    config = gguf_module.gguf_cache_dir(gguf) / "config.json"
     time.sleep(0.01)
     config.write_text(config.read_text().replace('"hidden_size": 32', '"hidden_size": 48'))
     with pytest.raises(IntegrityError, match="config.json is damaged"):
@@ -274,7 +273,7 @@ def test_a_checkpoint_without_a_record_is_recorded_once(tmp_path, cache, monkeyp
     with monkeypatch.context() as m:
         fake_conversion(m)
         load_model(gguf, dtype="float32")
-    record = loading._gguf_cache_dir(gguf) / loading.CHECKPOINT_RECORD
+    record = gguf_module.gguf_cache_dir(gguf) / gguf_module.CHECKPOINT_RECORD
     record.unlink()  # as an older lensmap left it
     assert load_model(gguf, dtype="float32").info["verified"] == "full (checksums recorded now)"
     assert record.is_file() and load_model(gguf, dtype="float32").info["verified"].startswith("cheap")

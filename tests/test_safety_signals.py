@@ -15,7 +15,7 @@ import pytest
 
 import lensmap.io as lio
 from lensmap.errors import Terminated
-from lensmap.io import OUTPUT_MANIFEST, staged_directory
+from lensmap.outputs import OUTPUT_MANIFEST, staged_directory
 from lensmap.signals import deferred_signals, terminate_on_signals
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,7 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 STAGED_WRITE = textwrap.dedent("""
     import signal, sys, time
     from lensmap.errors import Terminated
-    from lensmap.io import atomic_write_text, staged_directory
+    from lensmap.io import atomic_write_text
+    from lensmap.outputs import staged_directory
 
     out, mode = sys.argv[1], sys.argv[2]
     if mode == "nohup":

@@ -8,12 +8,25 @@ import re
 import pytest
 import torch
 import transformers as tf
+from conftest import tiny_model
 
-from lensmap.models.identity import model_fingerprint
 from lensmap.models.handle import ModelHandle
+from lensmap.models.identity import model_fingerprint
 from lensmap.training import (
-    SFTSettings, build_example, build_examples, from_layers, from_modules, from_recommendation, full, load_delta,
-    load_items, random_like, sample_items_path, save_delta, snapshot, train_sft,
+    SFTSettings,
+    build_example,
+    build_examples,
+    from_layers,
+    from_modules,
+    from_recommendation,
+    full,
+    load_delta,
+    load_items,
+    random_like,
+    sample_items_path,
+    save_delta,
+    snapshot,
+    train_sft,
 )
 from lensmap.training.delta import DeltaError
 from lensmap.training.items import SFTItem, TrainingDataError, check_item_languages, parse_items
@@ -21,8 +34,6 @@ from lensmap.training.prompts import IGNORE_INDEX
 from lensmap.training.sample_set import SAMPLE_LANGUAGES, build_sample_items
 from lensmap.training.selection import SelectionError
 from lensmap.training.trainer import COMPLETE_MARKER, TrainingError, latest_complete_checkpoint
-
-from conftest import tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -331,8 +342,8 @@ def test_sft_command_end_to_end(tmp_path, qwen_tokenizer):
 
 
 def test_sft_config_errors_are_clear(tmp_path):
-    from lensmap.errors import ConfigError
     from lensmap.config.sft import parse_sft_config
+    from lensmap.errors import ConfigError
 
     base = {"model": "m", "output": str(tmp_path / "o")}
     with pytest.raises(ConfigError, match="select needs exactly one of"):
@@ -360,8 +371,8 @@ def test_mmlu_items_convert_to_training_items(tmp_path):
 
 
 def test_a_stopped_run_resumes_only_with_the_same_settings(tmp_path, items):
-    from lensmap.errors import LensmapError
     from lensmap.config.sft import parse_sft_config
+    from lensmap.errors import LensmapError
     from lensmap.runs.sft import check_work_settings
 
     work = tmp_path / "o.work"

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 import transformers as tf
-
 from conftest import tiny_model
+
 from lensmap.capture import capture_residuals
 from lensmap.cli import main
 from lensmap.data.text import check_corpus_languages, file_passages, generation_prompts, pack_corpus, split_passages
@@ -20,9 +20,9 @@ from lensmap.lenses.evaluation import compare_lenses, evaluate_lenses
 from lensmap.lenses.logit import LogitLens
 from lensmap.lenses.training import layer_kl, target_distribution, train_tuned_lens
 from lensmap.lenses.tuned import CONFIG_FILE, WEIGHTS_FILE, TunedLens
-from lensmap.models.identity import tensor_sha256
 from lensmap.metrics.mass import read_layers
 from lensmap.models.handle import ModelHandle
+from lensmap.models.identity import tensor_sha256
 
 SMALL = dict(tokens_per_language=120, seq_len=16, positions_per_sequence=0, batch_size=4, lr=3e-2, warmup_steps=0)
 

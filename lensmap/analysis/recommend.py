@@ -25,12 +25,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lensmap.analysis.phases import Boundary, Phases
 from lensmap.errors import LensmapError
 from lensmap.io import atomic_write_text
-from lensmap.analysis.phases import Boundary, Phases
 from lensmap.models.handle import ModelHandle
 from lensmap.models.identity import model_identity
 from lensmap.models.params import block_parameters, count_parameters, layer_prefixes
+
 
 @dataclass
 class Recommendation:

@@ -10,12 +10,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lensmap.frames import columns
 from lensmap.errors import ConfigError
 from lensmap.evaluation.benchmarks import BENCHMARKS, BenchItem, load_benchmark
 from lensmap.evaluation.generation import GenerationSettings, generate_responses
 from lensmap.evaluation.scenarios import SCENARIOS, build_prompt
 from lensmap.evaluation.scoring import FAILURE_MODES, judge
+from lensmap.frames import columns
 from lensmap.languages.lid import check_language_field
 from lensmap.models.handle import ModelHandle
 from lensmap.schema import build

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from lensmap.frames import require_columns
 from lensmap.evaluation.scenarios import SCENARIOS
 from lensmap.figures.html import ReportSection
 from lensmap.figures.style import language_order
+from lensmap.frames import require_columns
 
 MODE_COLORS = {"ok": "#2ca02c", "consistency_bottleneck": "#ff7f0e", "transfer_bottleneck": "#1f77b4",
                "both": "#d62728", "empty": "#7f7f7f", "undetectable_language": "#bcbd22"}

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
-from lensmap.frames import require_columns
 from lensmap.analysis.phases import Phases
 from lensmap.analysis.recommend import Recommendation
 from lensmap.figures.html import ReportSection
 from lensmap.figures.style import error_band, language_color
+from lensmap.frames import require_columns
 
 PHASE_COLORS = {"align": "rgba(31,119,180,0.10)", "reason": "rgba(148,103,189,0.10)",
                 "generate": "rgba(214,39,40,0.10)"}

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from lensmap.frames import require_columns
 from lensmap.figures.html import ReportSection
 from lensmap.figures.style import language_order
+from lensmap.frames import require_columns
 
 VARIANT_COLORS = {"base": "#7f7f7f", "selective": "#1f77b4", "full": "#d62728", "random": "#ff7f0e",
                   "lora": "#2ca02c"}

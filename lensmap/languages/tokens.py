@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lensmap.errors import LanguageError
+from lensmap.models.tokenizers import special_token_ids
 
 BYTE_LEVEL = "byte_level"
 SENTENCEPIECE = "sentencepiece"
@@ -190,36 +191,6 @@ def detect_scheme(tokenizer, tokens: list[str | None] | None = None) -> str:
     if types:
         return DECODE
     return _scheme_from_vocab(tokens or [])
-
-
-def special_token_ids(tokenizer) -> set[int]:
-    """Ids of special tokens: ``all_special_ids`` and added tokens flagged special."""
-    ids = {int(i) for i in (getattr(tokenizer, "all_special_ids", None) or [])}
-    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
-    ids.update(int(i) for i, tok in added.items() if getattr(tok, "special", False))
-    return ids
-
-
-def tokenizer_problem(tokenizer) -> str | None:
-    """Why ``tokenizer`` cannot be used for an analysis, or None if it looks usable.
-
-    Recent transformers versions build an *empty* tokenizer (only special tokens, or none) for a
-    model directory without tokenizer files instead of failing; such a tokenizer encodes every
-    word to nothing. This catches it: a tokenizer without a single ordinary (non-special,
-    non-added) token, or whose length cannot be taken.
-    """
-    if tokenizer is None:
-        return "there is no tokenizer"
-    try:
-        size = len(tokenizer)
-    except Exception as error:  # a broken object: say so instead of failing later
-        return f"its length cannot be taken ({type(error).__name__}: {error})"
-    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
-    extra = {int(i) for i in added} | special_token_ids(tokenizer)
-    ordinary = size - len({i for i in extra if 0 <= i < size})
-    if ordinary <= 0:
-        return f"it has no ordinary tokens ({size} special or added token(s) only), so it encodes text to nothing"
-    return None
 
 
 def _added_texts(tokenizer) -> dict[int, str]:

@@ -44,7 +44,8 @@ from lensmap.io import atomic_write_bytes
 from lensmap.languages.lexicon import Lexicon, build_lexicons, lexicon_weights
 from lensmap.languages.lid import UNKNOWN, lid_model_sha256, predict_many, validate_languages
 from lensmap.languages.scripts import NEUTRAL, SCRIPT, classify_text, is_letters_only, partial_language
-from lensmap.languages.tokens import DecodedVocabulary, decode_vocabulary, tokenizer_problem
+from lensmap.languages.tokens import DecodedVocabulary, decode_vocabulary
+from lensmap.models.tokenizers import tokenizer_problem
 
 #: Columns of :meth:`VocabularyMap.weights` after the configured languages.
 EXTRA_BUCKETS = ("other", "unk", "neutral", "special")
@@ -341,7 +342,7 @@ def build_vocabulary_map(
     ``cache_dir()/"vocab"`` (``from_cache`` tells whether it was loaded).
 
     Raises ModelLoadError for an empty or broken tokenizer (see
-    :func:`lensmap.languages.tokens.tokenizer_problem`), before anything is labelled or cached.
+    :func:`lensmap.models.tokenizers.tokenizer_problem`), before anything is labelled or cached.
     """
     languages = validate_languages(languages)
     threshold = _check_threshold(threshold)

@@ -18,9 +18,9 @@ from torch import Tensor
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from lensmap.frames import columns
 from lensmap.capture import capture_residuals
 from lensmap.errors import LensmapError
+from lensmap.frames import columns
 from lensmap.lenses.base import Lens
 from lensmap.lenses.logit import LogitLens
 from lensmap.lenses.training import interleave, position_mask

@@ -114,7 +114,8 @@ class TunedLens(nn.Module):
         """
         from safetensors.torch import save as save_tensors
 
-        from lensmap.io import atomic_write_bytes, atomic_write_text, staged_directory
+        from lensmap.io import atomic_write_bytes, atomic_write_text
+        from lensmap.outputs import staged_directory
 
         path = Path(path)
         if path.exists():
@@ -193,12 +194,9 @@ class TunedLens(nn.Module):
 
 
 def _lensmap_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    from lensmap.version import __version__
 
-    try:
-        return version("lensmap")
-    except PackageNotFoundError:
-        return ""
+    return __version__
 
 
 def _dtype(name: str, path: Path) -> torch.dtype:

@@ -19,14 +19,13 @@ Intervals are percentile bootstraps over items (the per-item statistics are resa
 
 from __future__ import annotations
 
-
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor
 
-from lensmap.frames import columns
 from lensmap.errors import LensmapError
+from lensmap.frames import columns
 
 POOLINGS = ("mean", "last")
 METRICS = ("translation_cosine", "other_cosine", "cosine_gap", "retrieval_accuracy")

@@ -1,4 +1,4 @@
-"""Tokenizer settings lensmap changes for a batch and puts back afterwards."""
+"""Tokenizer helpers: settings lensmap changes for a batch and puts back, and what makes a tokenizer unusable."""
 
 from __future__ import annotations
 
@@ -29,3 +29,33 @@ def left_padded(tokenizer: Any) -> Iterator[Any]:
             tokenizer.truncation_side = old_truncation
         if old_pad is None:
             tokenizer.pad_token = None
+
+
+def special_token_ids(tokenizer) -> set[int]:
+    """Ids of special tokens: ``all_special_ids`` and added tokens flagged special."""
+    ids = {int(i) for i in (getattr(tokenizer, "all_special_ids", None) or [])}
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    ids.update(int(i) for i, tok in added.items() if getattr(tok, "special", False))
+    return ids
+
+
+def tokenizer_problem(tokenizer) -> str | None:
+    """Why ``tokenizer`` cannot be used for an analysis, or None if it looks usable.
+
+    Recent transformers versions build an *empty* tokenizer (only special tokens, or none) for a
+    model directory without tokenizer files instead of failing; such a tokenizer encodes every
+    word to nothing. This catches it: a tokenizer without a single ordinary (non-special,
+    non-added) token, or whose length cannot be taken.
+    """
+    if tokenizer is None:
+        return "there is no tokenizer"
+    try:
+        size = len(tokenizer)
+    except Exception as error:  # a broken object: say so instead of failing later
+        return f"its length cannot be taken ({type(error).__name__}: {error})"
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    extra = {int(i) for i in added} | special_token_ids(tokenizer)
+    ordinary = size - len({i for i in extra if 0 <= i < size})
+    if ordinary <= 0:
+        return f"it has no ordinary tokens ({size} special or added token(s) only), so it encodes text to nothing"
+    return None

@@ -17,7 +17,8 @@ from lensmap.config.evaluation import EvalConfig, load_eval_config
 from lensmap.evaluation.protocol import evaluate_model
 from lensmap.figures.evaluation import evaluation_sections
 from lensmap.figures.html import write_report
-from lensmap.io import atomic_write_csv, atomic_write_text, staged_directory
+from lensmap.io import atomic_write_csv, atomic_write_text
+from lensmap.outputs import staged_directory
 from lensmap.runs.common import Stopwatch, load_for
 
 

@@ -19,13 +19,14 @@ from lensmap.config.report import ReportConfig
 from lensmap.config.sections import TunedLensConfig
 from lensmap.errors import LensmapError
 from lensmap.figures.lens_eval import write_eval_html
-from lensmap.io import atomic_write_csv, staged_directory
+from lensmap.io import atomic_write_csv
 from lensmap.lenses.corpus import lens_corpus
 from lensmap.lenses.evaluation import evaluate_lenses
 from lensmap.lenses.store import EVAL_CSV, EVAL_HTML, default_lens_dir, lens_key, read_eval
 from lensmap.lenses.training import train_tuned_lens
 from lensmap.lenses.tuned import TunedLens, read_lens_config
 from lensmap.models.handle import ModelHandle
+from lensmap.outputs import staged_directory
 from lensmap.runs.common import Stopwatch, load_for
 
 __all__ = ["EVAL_CSV", "EVAL_HTML", "LensRun", "evaluate_into", "lens_dir_for", "obtain_tuned_lens", "read_eval",

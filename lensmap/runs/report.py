@@ -31,11 +31,12 @@ from lensmap.figures.evaluation import evaluation_sections
 from lensmap.figures.html import ReportSection, write_report
 from lensmap.figures.lens_eval import eval_section
 from lensmap.figures.phases import add_phase_bands, phase_section
-from lensmap.io import atomic_write_csv, atomic_write_text, staged_directory
+from lensmap.io import atomic_write_csv, atomic_write_text
 from lensmap.languages.vocab_map import VocabularyMap, build_vocabulary_map
 from lensmap.lenses.logit import LogitLens
 from lensmap.metrics.answers import decode_vocab_texts
 from lensmap.models.handle import ModelHandle
+from lensmap.outputs import staged_directory
 from lensmap.readout.probes import ProbeResult, run_probes
 from lensmap.readout.states import run_similarity
 from lensmap.runs.common import Stopwatch, load_for

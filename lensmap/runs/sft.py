@@ -32,16 +32,22 @@ from lensmap.evaluation.protocol import evaluate_model
 from lensmap.figures.html import write_report
 from lensmap.figures.sft import sft_sections
 from lensmap.frames import columns
-from lensmap.io import atomic_write_csv, atomic_write_text, staged_directory
+from lensmap.io import atomic_write_csv, atomic_write_text
 from lensmap.languages.vocab_map import build_vocabulary_map
 from lensmap.models.handle import ModelHandle
 from lensmap.models.identity import model_fingerprint
+from lensmap.outputs import staged_directory
 from lensmap.readout.probes import run_probes
 from lensmap.runs.common import load_for
 from lensmap.runs.report import analyse_phases, build_prompts
 from lensmap.training.delta import changed_parameters, save_delta, snapshot
 from lensmap.training.items import (
-    SFTItem, check_item_languages, items_from_mmlu, load_items, sample_items_path, select_languages,
+    SFTItem,
+    check_item_languages,
+    items_from_mmlu,
+    load_items,
+    sample_items_path,
+    select_languages,
 )
 from lensmap.training.prompts import build_examples
 from lensmap.training.selection import TrainableSet, from_layers, from_recommendation, full, random_like

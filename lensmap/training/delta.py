@@ -26,9 +26,10 @@ import torch
 from torch import Tensor, nn
 
 from lensmap.errors import DeltaError
-from lensmap.io import atomic_write_text, staged_directory
+from lensmap.io import atomic_write_text
 from lensmap.models.handle import ModelHandle
 from lensmap.models.identity import fingerprint_mismatch, model_fingerprint, tensor_sha256
+from lensmap.outputs import staged_directory
 
 FORMAT = "lensmap-sft-delta"
 MANIFEST = "manifest.json"

@@ -13,9 +13,9 @@ directory, which resuming ignores and removes).
 from __future__ import annotations
 
 import math
-import time
 import os
 import shutil
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
