@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
@@ -20,6 +21,7 @@ from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
 import yaml
 
 from lensmap.errors import ConfigError
+from lensmap.io import expand_path
 
 T = TypeVar("T")
 
@@ -50,8 +52,32 @@ def build(cls: type[T], data: Any, where: str = "") -> T:
                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING and name not in data]
     if missing:
         raise ConfigError(f"{where or 'the config'} is missing the required key {missing[0]!r}")
-    values = {name: _convert(hints[name], value, f"{where}.{name}" if where else name) for name, value in data.items()}
+    values = {}
+    for name, value in data.items():
+        at = f"{where}.{name}" if where else name
+        values[name] = _convert(hints[name], value, at)
+        if fields[name].metadata.get("path"):
+            values[name] = _expand(values[name], at)
     return cls(**values)
+
+
+def path_field(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
+    """A dataclass field holding a path (or a list or mapping of paths): ``~`` and ``$VARS`` are expanded.
+
+    ``build`` expands each path as a shell would (:func:`lensmap.io.expand_path`); an unset
+    variable is a ConfigError naming the field.
+    """
+    return dataclasses.field(default=default, metadata={"path": True}, **kwargs)
+
+
+def _expand(value: Any, where: str) -> Any:
+    if isinstance(value, str):
+        return str(expand_path(value, field=where)) if value else value
+    if isinstance(value, list):
+        return [_expand(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{where}.{k}") for k, v in value.items()}
+    return value
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:
@@ -69,8 +95,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
         return {str(k): _convert(get_args(tp)[1], v, f"{where}.{k}") for k, v in value.items()}
-    if origin is Union:
-        raise TypeError("unions are not used in the config schema")
+    if origin is Union or isinstance(tp, types.UnionType):
+        options = [a for a in get_args(tp) if a is not type(None)]
+        if len(options) != 1 or len(get_args(tp)) != 2:
+            raise TypeError("the config schema has only optional unions (X | None)")
+        return None if value is None else _convert(options[0], value, where)
     if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-5 (no dot) as a string
         try:
             return float(value)

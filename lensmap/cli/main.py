@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lensmap.errors import LensmapError
+from lensmap.errors import LensmapError, LensmapWarning, Terminated
 
 Argument = tuple[tuple[str, ...], dict]  # (flags, add_argument keyword arguments)
 
 QUIET = (("-q", "--quiet"), {"action": "store_true", "help": "no progress bars"})
 MODEL = (("model",), {"help": "zoo name, .gguf file, model directory or hub id"})
+OVERWRITE = (("--overwrite",), {"action": "store_true",
+                                "help": "write into an output directory that holds other files (only lensmap's own "
+                                        "files are ever replaced)"})
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,7 @@ class Command:
 def _report(args: argparse.Namespace) -> int:
     from lensmap.runs.report import run_report
 
-    out = run_report(args.config, progress=not args.quiet)
+    out = run_report(args.config, progress=not args.quiet, overwrite=args.overwrite)
     print(f"wrote {out}/report.html (open it in a browser; it works offline)")
     return 0
 
@@ -48,7 +52,9 @@ def _vocab(args: argparse.Namespace) -> int:
     from lensmap.languages.lid import validate_languages
     from lensmap.languages.vocab_map import build_vocabulary_map
     from lensmap.models.loading import load_model
+    from lensmap.outputs import prepare_output_file
 
+    table = prepare_output_file(args.table, overwrite=args.overwrite) if args.table else None
     languages = validate_languages([c.strip() for c in args.languages.split(",") if c.strip()])
     handle = load_model(args.model, self_check=False)
     vmap = build_vocabulary_map(handle.tokenizer, languages, vocab_size=handle.vocab_size,
@@ -56,9 +62,9 @@ def _vocab(args: argparse.Namespace) -> int:
     with pd.option_context("display.max_rows", 200, "display.width", 160):
         print(f"{handle.name}: {handle.vocab_size} vocabulary ids")
         print(vmap.counts().to_string())
-    if args.table:
-        atomic_write_csv(args.table, vmap.table)
-        print(f"wrote the label of every token (text, language, method, confidence) to {args.table}")
+    if table is not None:
+        atomic_write_csv(table, vmap.table)
+        print(f"wrote the label of every token (text, language, method, confidence) to {table}")
     return 0
 
 
@@ -76,7 +82,7 @@ def _zoo(args: argparse.Namespace) -> int:
 def _check(args: argparse.Namespace) -> int:
     from lensmap.models.loading import load_model
 
-    handle = load_model(args.model, dtype=args.dtype)
+    handle = load_model(args.model, dtype=args.dtype, verify="full" if args.verify else False)
     for key, value in handle.info.items():
         print(f"{key:24s} {value}")
     print("self-check passed: the last layer's logit lens reproduces the model's logits")
@@ -99,7 +105,8 @@ def _lens_train(args: argparse.Namespace) -> int:
     from lensmap.lenses.store import EVAL_CSV, EVAL_HTML
     from lensmap.runs.lens import run_lens_train
 
-    run = run_lens_train(args.config, force=args.force, evaluate=not args.no_eval, progress=not args.quiet)
+    run = run_lens_train(args.config, force=args.force, evaluate=not args.no_eval, progress=not args.quiet,
+                         overwrite=args.overwrite)
     if not run.trained:
         print(f"a tuned lens with exactly these settings is already in {run.lens_dir} (use --force to train again)")
         return 0
@@ -119,7 +126,7 @@ def _lens_eval(args: argparse.Namespace) -> int:
     from lensmap.lenses.store import EVAL_CSV
     from lensmap.runs.lens import run_lens_eval
 
-    run = run_lens_eval(args.config, output=args.output, progress=not args.quiet)
+    run = run_lens_eval(args.config, output=args.output, progress=not args.quiet, overwrite=args.overwrite)
     _print_lens_summary(run.evaluation)
     print("wrote " + ", ".join(str(d / EVAL_CSV) for d in run.written))
     return 0
@@ -128,7 +135,7 @@ def _lens_eval(args: argparse.Namespace) -> int:
 def _eval(args: argparse.Namespace) -> int:
     from lensmap.runs.evaluation import run_evaluation
 
-    out = run_evaluation(args.config, progress=not args.quiet)
+    out = run_evaluation(args.config, progress=not args.quiet, overwrite=args.overwrite)
     print(f"wrote {out}/eval_summary.csv, {out}/eval_items.csv and {out}/report.html")
     return 0
 
@@ -136,36 +143,40 @@ def _eval(args: argparse.Namespace) -> int:
 def _sft(args: argparse.Namespace) -> int:
     from lensmap.runs.sft import run_sft
 
-    out = run_sft(args.config, progress=not args.quiet)
+    out = run_sft(args.config, progress=not args.quiet, overwrite=args.overwrite)
     print(f"wrote {out}/sft_comparison.csv and {out}/report.html; tuned weights in {out}/weights/")
     return 0
 
 
 COMMANDS: tuple[Command, ...] = (
     Command("report", "run the lens analysis of a YAML config and write an HTML report",
-            ((("config",), {"help": "YAML config (see examples/demo.yaml)"}), QUIET), _report),
+            ((("config",), {"help": "YAML config (see examples/demo.yaml)"}), OVERWRITE, QUIET), _report),
     Command("vocab", "print per-language token counts and coverage of a model's vocabulary", (
         MODEL,
         (("--languages",), {"default": "en,fr,de,zh", "help": "comma-separated language codes (default en,fr,de,zh)"}),
         (("--threshold",), {"type": float, "default": 0.5, "help": "fastText confidence below which a token is unk"}),
         (("--table",), {"metavar": "CSV", "help": "also write every token's label and method to this CSV file"}),
-        QUIET), _vocab),
+        OVERWRITE, QUIET), _vocab),
     Command("zoo", "list the zoo models and how to install them", (), _zoo),
     Command("check", "load a model and run the adapter self-check",
-            (MODEL, (("--dtype",), {"default": "auto", "help": "auto, float32, bfloat16 or float16"})), _check),
+            (MODEL, (("--dtype",), {"default": "auto", "help": "auto, float32, bfloat16 or float16"}),
+             (("--verify",), {"action": "store_true",
+                              "help": "hash every byte of lensmap's cached files (default: a quick sampled check)"})),
+            _check),
     Command("lens train", "train a tuned lens per the config's tuned_lens: section, then evaluate it", (
         (("config",), {"help": "a lens or report YAML config"}),
         (("--force",), {"action": "store_true", "help": "train again even if a lens with these settings exists"}),
         (("--no-eval",), {"action": "store_true", "help": "skip the held-out evaluation after training"}),
-        QUIET), _lens_train),
+        OVERWRITE, QUIET), _lens_train),
     Command("lens eval", "compare the tuned lens with the logit lens on held-out text", (
         (("config",), {"help": "a lens or report YAML config"}),
         (("--output",), {"metavar": "DIR", "help": "also write lens_eval.csv and lens_eval.html here"}),
-        QUIET), _lens_eval),
+        OVERWRITE, QUIET), _lens_eval),
     Command("eval", "the four-scenario evaluation (MMLU, MGSM, XQuAD): accuracy and language consistency",
-            ((("config",), {"help": "YAML config (see examples/eval.yaml and docs/evaluation.md)"}), QUIET), _eval),
+            ((("config",), {"help": "YAML config (see examples/eval.yaml and docs/evaluation.md)"}), OVERWRITE, QUIET),
+            _eval),
     Command("sft", "fine-tune the recommended layers (and baselines) and compare with the base model",
-            ((("config",), {"help": "YAML config (see examples/sft.yaml and docs/sft.md)"}), QUIET), _sft),
+            ((("config",), {"help": "YAML config (see examples/sft.yaml and docs/sft.md)"}), OVERWRITE, QUIET), _sft),
 )
 
 GROUPS = {"lens": "train or evaluate a tuned lens (lensmap lens train|eval CONFIG.yaml)"}
@@ -192,10 +203,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """lensmap's warnings as one line, without Python's source excerpt."""
+    if issubclass(category, LensmapWarning):
+        print(f"lensmap: warning: {message}", file=file or sys.stderr)
+    else:
+        _python_showwarning(message, category, filename, lineno, file, line)
+
+
+_python_showwarning = warnings.showwarning
+
+
 def main(argv: list[str] | None = None) -> int:
+    from lensmap.models.offline import set_offline_mode
+    from lensmap.signals import terminate_on_signals
+
+    set_offline_mode()  # before any hub library runs: nothing is downloaded unless LENSMAP_ALLOW_DOWNLOAD=1
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with terminate_on_signals(), warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            return args.func(args)
+    except Terminated as error:  # SIGTERM / SIGHUP: outputs left as they were, temporaries removed
+        print(f"lensmap: {error}", file=sys.stderr)
+        return error.exit_code
     except LensmapError as error:
         print(f"lensmap: error: {error}", file=sys.stderr)
         return 2

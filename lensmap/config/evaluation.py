@@ -17,14 +17,14 @@ from dataclasses import dataclass, field
 from lensmap.config.report import parse_config
 from lensmap.config.sections import ModelSection, validate_model_section, validate_output
 from lensmap.evaluation.protocol import EvalSettings, validate_settings
-from lensmap.schema import build, read_yaml
+from lensmap.schema import build, path_field, read_yaml
 
 
 @dataclass(kw_only=True)
 class EvalConfig(ModelSection):
     """The config of ``lensmap eval``."""
 
-    output: str
+    output: str = path_field()
     evaluation: EvalSettings = field(default_factory=EvalSettings)
     title: str = ""
 

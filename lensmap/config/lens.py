@@ -19,7 +19,7 @@ from typing import Any
 from lensmap.config.report import parse_config
 from lensmap.config.sections import ModelSection, TunedLensConfig, validate_model_section, validate_tuned_lens
 from lensmap.languages.lid import check_language_field
-from lensmap.schema import build, check_choice, read_yaml
+from lensmap.schema import build, check_choice, path_field, read_yaml
 
 
 @dataclass(kw_only=True)
@@ -27,8 +27,8 @@ class LensConfig(ModelSection):
     """The config of ``lensmap lens train|eval`` when it is not a full report config."""
 
     languages: list[str]
-    lens_path: str = ""
-    output: str = ""  # where lens_eval.csv / lens_eval.html also go ("" = only beside the lens)
+    lens_path: str = path_field("")
+    output: str = path_field("")  # where lens_eval.csv / lens_eval.html also go ("" = only beside the lens)
     lens: str = "tuned"
     tuned_lens: TunedLensConfig = field(default_factory=TunedLensConfig)
     title: str = ""

@@ -28,7 +28,7 @@ from lensmap.config.sections import (
 from lensmap.errors import ConfigError
 from lensmap.evaluation.protocol import EvalSettings, validate_settings
 from lensmap.languages.lid import check_language_field
-from lensmap.schema import build, check_choice, read_yaml
+from lensmap.schema import build, check_choice, path_field, read_yaml
 
 
 @dataclass(kw_only=True)
@@ -37,7 +37,7 @@ class ReportConfig(ModelSection):
 
     languages: list[str]
     probes: list[ProbeConfig]
-    output: str
+    output: str = path_field()
     lens: str = "logit"
     positions: str = "last"
     batch_size: int = 8
@@ -45,7 +45,7 @@ class ReportConfig(ModelSection):
     vocab: VocabConfig = field(default_factory=VocabConfig)
     title: str = ""
     backend: str = "native"  # native | transformer-lens | nnsight: how the residual stream is captured
-    lens_path: str = ""  # lens: tuned — a saved lens directory ("" = lensmap's cache, trained there if missing)
+    lens_path: str = path_field("")  # lens: tuned — a saved lens directory ("" = lensmap's cache, trained there if missing)
     tuned_lens: TunedLensConfig = field(default_factory=TunedLensConfig)
     phases: PhasesConfig = field(default_factory=PhasesConfig)
     evaluate: bool = False  # also run the four-scenario evaluation (`evaluation:`) and add it to the report

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lensmap.errors import ConfigError
+from lensmap.errors import ConfigError, DeviceError
 from lensmap.languages.lid import check_language_field
 from lensmap.lenses.training import TrainSettings
-from lensmap.schema import check_choice
+from lensmap.models.devices import validate_device
+from lensmap.schema import check_choice, path_field
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICE_MAPS = ("", "auto", "balanced", "balanced_low_0", "sequential")
@@ -28,7 +29,7 @@ PARALLEL_SOURCES = ("cldr", "bible", "files", "table")
 class ModelSection:
     """Which model to load and how (the keys every command's config starts with)."""
 
-    model: str
+    model: str = path_field()  # a zoo name, a .gguf file, a model directory or a hub id
     dtype: str = "auto"  # auto = bfloat16 where the CPU/GPU runs it natively, else float32
     device: str = "cpu"
     device_map: str = ""  # "" (whole model on `device`) or auto | balanced | balanced_low_0 | sequential
@@ -43,6 +44,10 @@ def validate_model_section(config: ModelSection) -> None:
     if config.device_map not in DEVICE_MAPS:
         raise ConfigError(f"device_map must be one of {', '.join(repr(d) for d in DEVICE_MAPS)} "
                           f"(\"\" keeps the whole model on `device`); got {config.device_map!r}")
+    try:
+        validate_device(config.device)
+    except DeviceError as error:
+        raise ConfigError(f"device: {error}") from None
 
 
 def validate_output(output: str, example: str) -> None:
@@ -59,10 +64,10 @@ class ProbeConfig:
     source: str = ""
     target: str = ""
     domain: str = ""
-    n: int = 40
+    n: int | None = None  # default: 40, or every item the probe has if fewer
     shots: int = 4
     seed: int = 0
-    path: str = ""
+    path: str = path_field("")
 
 
 def validate_probe(probe: ProbeConfig, languages: list[str], where: str) -> None:
@@ -85,7 +90,7 @@ def validate_probe(probe: ProbeConfig, languages: list[str], where: str) -> None
         raise ConfigError(f"{where}: source and target are both {probe.source!r}; pick two languages")
     if probe.domain:
         check_choice(probe.domain, DOMAINS[probe.kind], f"{where}.domain")
-    if probe.n < 1 or probe.shots < 0:
+    if (probe.n is not None and probe.n < 1) or probe.shots < 0:
         raise ConfigError(f"{where}: n must be at least 1 and shots at least 0")
 
 
@@ -94,7 +99,7 @@ class VocabConfig:
     """How tokens are labelled with languages."""
 
     threshold: float = 0.5
-    lexicon: dict[str, str] = field(default_factory=dict)  # language -> word-list file (one word per line)
+    lexicon: dict[str, str] = path_field(default_factory=dict)  # language -> word-list file (one word per line)
 
 
 def validate_vocab(section: VocabConfig, languages: list[str]) -> None:
@@ -117,7 +122,7 @@ class TunedLensConfig(TrainSettings):
 
     languages: list[str] = field(default_factory=list)  # default: the config's languages
     sources: list[str] = field(default_factory=lambda: ["bible"])  # bible | flores | generated
-    files: dict[str, str] = field(default_factory=dict)  # language -> your text file (one passage per line)
+    files: dict[str, str] = path_field(default_factory=dict)  # language -> your text file (one passage per line)
     eval_tokens_per_language: int = 512
     max_minutes: float = 0.0  # 0 = no time limit
     evaluate: bool = True
@@ -164,8 +169,8 @@ class PhasesConfig:
     source: str = "cldr"  # cldr | bible | files | table: the parallel items
     domain: str = "territories"  # cldr: territories | languages | months | weekdays
     n: int = 60  # parallel items (cldr, bible); 0 = all
-    files: dict[str, str] = field(default_factory=dict)  # files: language -> FLORES-format file
-    table: str = ""  # table: a TSV (one column per language) or JSONL file
+    files: dict[str, str] = path_field(default_factory=dict)  # files: language -> FLORES-format file
+    table: str = path_field("")  # table: a TSV (one column per language) or JSONL file
     languages: list[str] = field(default_factory=list)  # default: the config's languages
     n_boot: int = 1000  # bootstrap resamples of the similarity intervals
     phase_boot: int = 200  # bootstrap resamples of the boundaries

@@ -326,6 +326,13 @@ def _list_separator(locale: Locale) -> str:
     return ", "
 
 
+def cloze_capacity(domain: str = "months") -> int:
+    """How many distinct cloze prompts a domain has (one per start and context length)."""
+    if domain not in CLOZE_DOMAINS:
+        raise ProbeError(f"Unknown cloze probe domain {domain!r}. Use one of: {', '.join(CLOZE_DOMAINS)}.")
+    return len(_CLOZE_CONTEXT_LENGTHS) * len(_MONTH_IDS if domain == "months" else _WEEKDAY_IDS)
+
+
 def cloze_probes(
     target: str, *, n: int | None = None, seed: int = 0, domain: str = "months"
 ) -> list[Prompt]:

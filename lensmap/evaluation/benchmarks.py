@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from lensmap.errors import BenchmarkError
+from lensmap.models.offline import offline_mode
 
 BENCHMARKS = ("mgsm", "mmlu", "xquad")
 LETTERS = "ABCD"
@@ -194,26 +195,20 @@ def _from_hf(spec: str, benchmark: str, language: str) -> list[BenchItem]:
     body = spec[3:].format(lang=language)
     body, _, split = body.partition("@")
     name, _, config = body.partition(":")
-    try:
-        import datasets
-    except ImportError:
-        raise BenchmarkError(f"{spec}: reading the Hugging Face cache needs `pip install datasets`") from None
-    old = {k: os.environ.get(k) for k in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE")}
-    os.environ.update(HF_DATASETS_OFFLINE="1", HF_HUB_OFFLINE="1")
-    try:
-        dataset = datasets.load_dataset(name, config or None, split=split or "test")
-    except Exception as error:  # datasets raises many types for a cache miss
-        raise BenchmarkError(
-            f"{name}{':' + config if config else ''} ({split or 'test'}) is not in the local Hugging Face datasets cache "
-            f"({type(error).__name__}). Download it once where there is a network "
-            f"(python -c \"import datasets; datasets.load_dataset('{name}', {config or None!r})\") or give a local file"
-        ) from None
-    finally:
-        for key, value in old.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    with offline_mode():  # the flags are set before datasets is imported: no hub lookups at all
+        try:
+            import datasets
+        except ImportError:
+            raise BenchmarkError(f"{spec}: reading the Hugging Face cache needs `pip install datasets`") from None
+        try:
+            dataset = datasets.load_dataset(name, config or None, split=split or "test")
+        except Exception as error:  # datasets raises many types for a cache miss
+            raise BenchmarkError(
+                f"{name}{':' + config if config else ''} ({split or 'test'}) is not in the local Hugging Face datasets "
+                f"cache ({type(error).__name__}). Download it once where there is a network "
+                f"(python -c \"import datasets; datasets.load_dataset('{name}', {config or None!r})\") or give a local "
+                "file"
+            ) from None
     records = [dict(r) for r in dataset]
     if benchmark == "mmlu":
         return [mmlu_item(r, language, spec, i) for i, r in enumerate(records)]

@@ -140,7 +140,9 @@ class TunedLens(nn.Module):
             "weights_sha256": hashlib.sha256(data).hexdigest(),
             "training": self.info,
         }
-        with staged_directory(path) as staging:
+        # a lens saved before output manifests existed is lensmap's own: adopt its files
+        adopt = (WEIGHTS_FILE, CONFIG_FILE, "lens_eval.csv", "lens_eval.html") if _looks_like_lens_dir(path) else ()
+        with staged_directory(path, command="lens", adopt=adopt) as staging:
             atomic_write_bytes(staging / WEIGHTS_FILE, data)
             atomic_write_text(staging / CONFIG_FILE, json.dumps(config, indent=2, default=str))
         return path

@@ -26,7 +26,7 @@ from lensmap.lenses.store import EVAL_CSV, EVAL_HTML, default_lens_dir, lens_key
 from lensmap.lenses.training import train_tuned_lens
 from lensmap.lenses.tuned import TunedLens, read_lens_config
 from lensmap.models.handle import ModelHandle
-from lensmap.outputs import staged_directory
+from lensmap.outputs import prepare_output, record_output_files, staged_directory
 from lensmap.runs.common import Stopwatch, load_for
 
 __all__ = ["EVAL_CSV", "EVAL_HTML", "LensRun", "evaluate_into", "lens_dir_for", "obtain_tuned_lens", "read_eval",
@@ -63,7 +63,8 @@ def train_into(handle: ModelHandle, languages: list[str], section: TunedLensConf
 
 
 def evaluate_into(handle: ModelHandle, lens: TunedLens, languages: list[str], section: TunedLensConfig,
-                  out_dirs: list[Path], *, title: str = "", progress: bool = True) -> pd.DataFrame:
+                  out_dirs: list[Path], *, title: str = "", progress: bool = True,
+                  overwrite: bool = False) -> pd.DataFrame:
     """Evaluate logit vs tuned lens on held-out text; write ``lens_eval.csv`` and ``lens_eval.html`` into each dir.
 
     The first directory is the lens's own (written in place, beside the lens); every other one
@@ -75,12 +76,13 @@ def evaluate_into(handle: ModelHandle, lens: TunedLens, languages: list[str], se
                             seq_len=section.seq_len, positions_per_sequence=section.positions_per_sequence,
                             seed=section.seed + 1, progress=progress)
     for i, out in enumerate(out_dirs):
-        if i == 0:
+        if i == 0:  # beside the lens: its directory is lensmap's own (the lens was saved there)
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_csv(out / EVAL_CSV, frame)
             write_eval_html(out / EVAL_HTML, frame, lens, title=title)
+            record_output_files(out, [EVAL_CSV, EVAL_HTML], command="lens")
             continue
-        with staged_directory(out) as staged:
+        with staged_directory(out, command="lens-eval", overwrite=overwrite) as staged:
             atomic_write_csv(staged / EVAL_CSV, frame)
             write_eval_html(staged / EVAL_HTML, frame, lens, title=title)
     return frame
@@ -133,16 +135,21 @@ class LensRun:
     seconds: float
 
 
-def _output_dirs(lens_dir: Path, config: LensConfig, extra: str | None = None) -> list[Path]:
-    outs = [lens_dir] + ([Path(config.output)] if config.output else [])
-    return outs + ([Path(extra)] if extra and Path(extra) not in outs else [])
+def _outputs(config: LensConfig, extra: str | None, overwrite: bool) -> list[Path]:
+    """The output directories besides the lens's own, checked before the model loads."""
+    outs = [config.output] + ([extra] if extra and extra != config.output else [])
+    return [prepare_output(out, "lens-eval", overwrite=overwrite) for out in outs if out]
 
 
 def run_lens_train(config: LensConfig | str | os.PathLike, *, force: bool = False, evaluate: bool = True,
-                   progress: bool = True) -> LensRun:
-    """Train the config's tuned lens (unless one with these settings exists), then evaluate it."""
+                   progress: bool = True, overwrite: bool = False) -> LensRun:
+    """Train the config's tuned lens (unless one with these settings exists), then evaluate it.
+
+    The evaluation goes beside the lens and into the config's ``output`` (when set).
+    """
     if not isinstance(config, LensConfig):
         config = load_lens_config(config)
+    extra = _outputs(config, None, overwrite)
     clock = Stopwatch()
     handle = load_for(config)
     lens_dir, key = lens_dir_for(handle, config)
@@ -153,20 +160,22 @@ def run_lens_train(config: LensConfig | str | os.PathLike, *, force: bool = Fals
     lens = train_into(handle, config.languages, section, lens_dir, key, progress=progress)
     frame, outs = None, []
     if section.evaluate and evaluate:
-        outs = _output_dirs(lens_dir, config)
-        frame = evaluate_into(handle, lens, config.languages, section, outs, title=config.title, progress=progress)
+        outs = [lens_dir, *extra]
+        frame = evaluate_into(handle, lens, config.languages, section, outs, title=config.title, progress=progress,
+                              overwrite=overwrite)
     return LensRun(lens_dir, lens, True, frame, outs, clock.total)
 
 
 def run_lens_eval(config: LensConfig | str | os.PathLike, *, output: str | None = None,
-                  progress: bool = True) -> LensRun:
+                  progress: bool = True, overwrite: bool = False) -> LensRun:
     """Evaluate the config's (already trained) tuned lens against the logit lens on held-out text."""
     if not isinstance(config, LensConfig):
         config = load_lens_config(config)
+    extra = _outputs(config, output, overwrite)
     clock = Stopwatch()
     handle = load_for(config)
     lens, lens_dir = obtain_tuned_lens(handle, config, progress=progress, train=False)
-    outs = _output_dirs(lens_dir, config, output)
+    outs = [lens_dir, *extra]
     frame = evaluate_into(handle, lens, config.languages, config.tuned_lens, outs, title=config.title,
-                          progress=progress)
+                          progress=progress, overwrite=overwrite)
     return LensRun(lens_dir, lens, False, frame, outs, clock.total)

@@ -24,7 +24,7 @@ from lensmap.capture.backends import get_backend
 from lensmap.config.report import ReportConfig, load_config
 from lensmap.config.sections import ProbeConfig
 from lensmap.data.parallel import ParallelSet, bible_parallel, cldr_parallel, files_parallel, table_parallel
-from lensmap.data.probes import Prompt, cloze_probes, load_prompts_file, translation_probes
+from lensmap.data.probes import Prompt, cloze_capacity, cloze_probes, load_prompts_file, translation_probes
 from lensmap.errors import LensmapError
 from lensmap.figures.backbone import default_sections
 from lensmap.figures.evaluation import evaluation_sections
@@ -36,23 +36,27 @@ from lensmap.languages.vocab_map import VocabularyMap, build_vocabulary_map
 from lensmap.lenses.logit import LogitLens
 from lensmap.metrics.answers import decode_vocab_texts
 from lensmap.models.handle import ModelHandle
-from lensmap.outputs import staged_directory
+from lensmap.outputs import prepare_output, staged_directory
 from lensmap.readout.probes import ProbeResult, run_probes
 from lensmap.readout.states import run_similarity
 from lensmap.runs.common import Stopwatch, load_for
 from lensmap.runs.evaluation import write_evaluation
 from lensmap.runs.lens import obtain_tuned_lens, read_eval
 
+CONFIG_PROBE_DEFAULT_N = 40  # a probe without n: 40 prompts, or every one it has if fewer
+
 
 def build_prompts(probes: list[ProbeConfig]) -> list[Prompt]:
-    """Expand the config's probe entries into prompts."""
+    """Expand the config's probe entries into prompts (an ``n`` above what a probe has warns)."""
     prompts: list[Prompt] = []
     for probe in probes:
         if probe.kind == "translation":
             prompts += translation_probes(probe.source, probe.target, n=probe.n, shots=probe.shots,
                                           seed=probe.seed, domain=probe.domain or "territories")
         elif probe.kind == "cloze":
-            prompts += cloze_probes(probe.target, n=probe.n, seed=probe.seed, domain=probe.domain or "months")
+            domain = probe.domain or "months"
+            n = probe.n if probe.n is not None else min(CONFIG_PROBE_DEFAULT_N, cloze_capacity(domain))
+            prompts += cloze_probes(probe.target, n=n, seed=probe.seed, domain=domain)
         else:
             prompts += load_prompts_file(probe.path)
     return prompts
@@ -222,20 +226,25 @@ def write_report_outputs(out: Path, config: ReportConfig, results: ReportResults
     atomic_write_text(out / "run.json", json.dumps(run_info, indent=2, default=str))
 
 
-def run_report(config: ReportConfig | str | os.PathLike, *, progress: bool = True) -> Path:
+def run_report(config: ReportConfig | str | os.PathLike, *, progress: bool = True, overwrite: bool = False) -> Path:
     """Run the whole backbone for one config and write its output directory; return its path.
 
     Writes ``language_mass.csv``, ``layer_stats.csv``, ``answer_probs.csv``, ``prompts.csv``,
     ``vocabulary.csv``, ``run.json`` and ``report.html`` (self-contained, opens offline), and
     with the optional parts ``similarity.csv``, ``phases.json``, ``recommendation.json``,
     ``lens_eval.csv``, ``eval_items.csv`` and ``eval_summary.csv``.
+
+    The output directory is checked before the model loads (:func:`lensmap.outputs.prepare_output`):
+    a directory holding files lensmap did not write is refused unless ``overwrite``, and even
+    then only lensmap's own files are replaced.
     """
     if not isinstance(config, ReportConfig):
         config = load_config(config)
+    output = prepare_output(config.output, "report", overwrite=overwrite)
     results = compute_report(config, progress=progress)
-    with staged_directory(config.output) as out:
+    with staged_directory(output, command="report", overwrite=overwrite) as out:
         write_report_outputs(out, config, results)
-    return Path(config.output)
+    return output
 
 
 def write_outputs(out: Path, result: ProbeResult, vocab_counts: pd.DataFrame) -> None:

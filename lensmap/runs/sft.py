@@ -27,7 +27,7 @@ import pandas as pd
 from lensmap.analysis.recommend import recommend
 from lensmap.config.report import load_config
 from lensmap.config.sft import SFTConfig, load_sft_config
-from lensmap.errors import LensmapError
+from lensmap.errors import LensmapError, OutputError
 from lensmap.evaluation.protocol import evaluate_model
 from lensmap.figures.html import write_report
 from lensmap.figures.sft import sft_sections
@@ -36,7 +36,7 @@ from lensmap.io import atomic_write_csv, atomic_write_text
 from lensmap.languages.vocab_map import build_vocabulary_map
 from lensmap.models.handle import ModelHandle
 from lensmap.models.identity import model_fingerprint
-from lensmap.outputs import staged_directory
+from lensmap.outputs import prepare_output, staged_directory
 from lensmap.readout.probes import run_probes
 from lensmap.runs.common import load_for
 from lensmap.runs.report import analyse_phases, build_prompts
@@ -200,6 +200,10 @@ def check_work_settings(work: Path, config: SFTConfig, items: list[SFTItem]) -> 
     """Record the settings of a new work directory; refuse to resume one started with others."""
     path = work / "settings.json"
     settings = work_settings(config, items)
+    if work.exists() and not path.is_file() and (not work.is_dir() or any(work.iterdir())):
+        raise OutputError(f"{work} exists and is not a stopped `lensmap sft` run (it has no settings.json): lensmap "
+                          "keeps its checkpoints there and deletes the directory when done. Move it, or set another "
+                          "output directory")
     if path.is_file():
         before = json.loads(path.read_text(encoding="utf-8"))
         changed = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
@@ -213,7 +217,7 @@ def check_work_settings(work: Path, config: SFTConfig, items: list[SFTItem]) -> 
     atomic_write_text(path, json.dumps(settings, indent=2, ensure_ascii=False))
 
 
-def run_sft(config: SFTConfig | str | os.PathLike, *, progress: bool = True) -> Path:
+def run_sft(config: SFTConfig | str | os.PathLike, *, progress: bool = True, overwrite: bool = False) -> Path:
     """Run ``lensmap sft`` for one config; returns the output directory.
 
     Writes ``sft_comparison.csv`` (variant × benchmark × scenario × language: accuracy and
@@ -224,9 +228,10 @@ def run_sft(config: SFTConfig | str | os.PathLike, *, progress: bool = True) -> 
     """
     if not isinstance(config, SFTConfig):
         config = load_sft_config(config)
+    output = prepare_output(config.output, "sft", overwrite=overwrite)
     start = time.perf_counter()
     items = training_items(config)
-    work = Path(f"{config.output.rstrip('/')}.work")
+    work = Path(f"{str(output).rstrip('/')}.work")
     check_work_settings(work, config, items)
     base = _load(config)
     fingerprint = model_fingerprint(base)
@@ -241,7 +246,7 @@ def run_sft(config: SFTConfig | str | os.PathLike, *, progress: bool = True) -> 
     del base
     for variant in config.variants:
         train_variant(config, variant, selective, examples, evaluator, work, fingerprint, progress)
-    out = write_outputs(config, work, items, time.perf_counter() - start)
+    out = write_outputs(config, work, items, time.perf_counter() - start, output, overwrite)
     shutil.rmtree(work, ignore_errors=True)
     return out
 
@@ -253,7 +258,8 @@ def comparison_table(summary: pd.DataFrame) -> pd.DataFrame:
     return summary[[c for c in COMPARISON_COLUMNS if c in summary.columns]].reset_index(drop=True)
 
 
-def write_outputs(config: SFTConfig, work: Path, items: list[SFTItem], seconds: float) -> Path:
+def write_outputs(config: SFTConfig, work: Path, items: list[SFTItem], seconds: float, output: Path | None = None,
+                  overwrite: bool = False) -> Path:
     """Assemble the output directory from ``work`` in one atomic step."""
     names = ["base", *config.variants]
     frames: dict[str, list[pd.DataFrame]] = {"eval_items": [], "eval_summary": [], "language_mass": [],
@@ -266,7 +272,8 @@ def write_outputs(config: SFTConfig, work: Path, items: list[SFTItem], seconds: 
     merged = {key: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame() for key, parts in frames.items()}
     records = [json.loads((work / name / DONE).read_text()) for name in config.variants]
     comparison = comparison_table(merged["eval_summary"])
-    with staged_directory(config.output) as out:
+    output = Path(config.output) if output is None else output
+    with staged_directory(output, command="sft", overwrite=overwrite) as out:
         for name in config.variants:  # hard links: the deltas are not copied twice on disk
             shutil.copytree(work / name / "weights", out / "weights" / name, copy_function=_link_or_copy)
         atomic_write_csv(out / "sft_comparison.csv", comparison)
@@ -283,7 +290,7 @@ def write_outputs(config: SFTConfig, work: Path, items: list[SFTItem], seconds: 
                      summary={"model": config.model, "variants": ", ".join(config.variants),
                               "training items": f"{len(items)} in {', '.join(run['languages'])}",
                               "time (s)": f"{seconds:.0f}"})
-    return Path(config.output)
+    return output
 
 
 def _link_or_copy(src: str, dst: str) -> Any:

@@ -92,7 +92,7 @@ def save_delta(
         "changed_params": int(sum(t.numel() for t in tensors.values())),
         "info": info or {},
     }
-    with staged_directory(path) as staging:
+    with staged_directory(path, command="sft-delta") as staging:
         save_file(tensors, str(staging / WEIGHTS))
         atomic_write_text(staging / MANIFEST, json.dumps(manifest, indent=2))
     return manifest
