@@ -296,6 +296,10 @@ def test_cli_train_eval_and_report_end_to_end(lens_setup, tmp_path, capsys):
     assert "already in" in capsys.readouterr().out
     assert main(["lens", "eval", str(config), "-q", "--output", str(tmp_path / "ev")]) == 0
     assert (tmp_path / "ev" / "lens_eval.csv").is_file()
+    # a lens config's output: gets the evaluation too (not only the lens's own directory)
+    config.write_text(_lens_yaml(root) + f"output: {tmp_path / 'asked'}\n")
+    assert main(["lens", "train", str(config), "-q", "--force"]) == 0
+    assert {"lens_eval.csv", "lens_eval.html"} <= {p.name for p in (tmp_path / "asked").iterdir()}
     # the report reads the probes through the tuned lens and embeds its evaluation
     report = tmp_path / "report.yaml"
     report.write_text(_lens_yaml(root) + "lens: tuned\nprobes:\n  - {kind: translation, source: fr, target: en, n: 3}\n"
