@@ -71,8 +71,8 @@ def path_field(default: Any = dataclasses.MISSING, **kwargs: Any) -> Any:
 
 
 def _expand(value: Any, where: str) -> Any:
-    if isinstance(value, str):
-        return str(expand_path(value, field=where)) if value else value
+    if isinstance(value, str):  # the text is kept as written unless it has something to expand (./x stays ./x)
+        return str(expand_path(value, field=where)) if value and ("~" in value or "$" in value) else value
     if isinstance(value, list):
         return [_expand(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if isinstance(value, dict):

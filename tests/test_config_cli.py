@@ -18,7 +18,10 @@ MINIMAL = {
 
 def test_minimal_config_parses_with_defaults():
     config = parse_config(MINIMAL)
-    assert config.probes[0].source == "fr" and config.probes[0].n == 40
+    assert config.probes[0].source == "fr" and config.probes[0].n is None  # 40, or all the probe has if fewer
+    from lensmap.runs.report import build_prompts
+
+    assert len(build_prompts(config.probes)) == 40
     assert config.dtype == "auto" and config.positions == "last" and config.vocab.threshold == 0.5
 
 
