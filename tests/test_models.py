@@ -96,3 +96,27 @@ def test_real_qwen_zoo_model_lens_equals_logits(qwen_handle):
     assert qwen_handle.info["self_check_max_abs_diff"] == 0.0
     # the untied output matrix really is separate from the embedding
     assert qwen_handle.unembed.weight.data_ptr() != qwen_handle.embed.weight.data_ptr()
+
+
+def test_every_adapter_path_resolves_and_the_mlp_parts_are_wired_as_named(tiny_handle):
+    """The block-relative parts exist, and ``mlp_down``'s input has one value per neuron: the
+    activation module's output (gated MLPs: times ``up``) is what reaches the output projection."""
+    h = tiny_handle
+    seen = {}
+    block = 1
+    act, down = h.mlp_activation(block), h.mlp_down(block)
+    hooks = [act.register_forward_hook(lambda m, i, o: seen.__setitem__("act", o)),
+             down.register_forward_pre_hook(lambda m, a: seen.__setitem__("down_in", a[0]))]
+    attn_out = {}
+    hooks += [h.attention(block).register_forward_hook(lambda m, i, o: attn_out.__setitem__("a", o)),
+              h.mlp(block).register_forward_hook(lambda m, i, o: attn_out.__setitem__("m", o))]
+    try:
+        with torch.no_grad():
+            h.model(torch.tensor([[1, 2, 3, 4]]))
+    finally:
+        for k in hooks:
+            k.remove()
+    assert set(seen) == {"act", "down_in"} and set(attn_out) == {"a", "m"}
+    assert seen["act"].shape == seen["down_in"].shape  # [batch, seq, d_mlp]
+    mlp_out = attn_out["m"][0] if isinstance(attn_out["m"], tuple) else attn_out["m"]
+    assert mlp_out.shape[-1] == h.d_model

@@ -19,8 +19,11 @@ from lensmap.errors import UnsupportedArchitectureError
 class ArchitectureAdapter:
     """Where a causal LM keeps its layers, final norm, unembedding, embedding and MLP activation.
 
-    Paths are dotted attribute paths from the top-level model (``mlp_activation`` is relative
-    to one decoder block). ``logit_softcap`` names the config attribute holding Gemma-2-style
+    Paths are dotted attribute paths from the top-level model; ``mlp_activation``,
+    ``attention``, ``mlp`` and ``mlp_down`` are relative to one decoder block: the activation
+    function's module (``act_fn(gate)`` in gated MLPs), the attention and MLP sub-modules whose
+    outputs are added to the residual stream, and the MLP's output projection, whose *input* is
+    the per-neuron activation (``act_fn(gate) * up`` in gated MLPs). ``logit_softcap`` names the config attribute holding Gemma-2-style
     final-logit soft-capping (``tanh(x / c) * c``), when the family has one.
     """
 
@@ -31,6 +34,9 @@ class ArchitectureAdapter:
     unembed: str
     embed: str
     mlp_activation: str
+    attention: str
+    mlp: str
+    mlp_down: str
     logit_softcap: str | None = None
 
 
@@ -40,6 +46,9 @@ _LLAMA_LIKE = dict(
     unembed="lm_head",
     embed="model.embed_tokens",
     mlp_activation="mlp.act_fn",
+    attention="self_attn",
+    mlp="mlp",
+    mlp_down="mlp.down_proj",
 )
 
 ADAPTERS: tuple[ArchitectureAdapter, ...] = (
@@ -58,6 +67,9 @@ ADAPTERS: tuple[ArchitectureAdapter, ...] = (
         unembed="lm_head",
         embed="model.language_model.embed_tokens",
         mlp_activation="mlp.act_fn",
+        attention="self_attn",
+        mlp="mlp",
+        mlp_down="mlp.down_proj",
         logit_softcap="text_config.final_logit_softcapping",
     ),
     ArchitectureAdapter(
@@ -68,6 +80,9 @@ ADAPTERS: tuple[ArchitectureAdapter, ...] = (
         unembed="lm_head",
         embed="transformer.word_embeddings",
         mlp_activation="mlp.gelu_impl",
+        attention="self_attention",
+        mlp="mlp",
+        mlp_down="mlp.dense_4h_to_h",
     ),
     ArchitectureAdapter(
         "gpt2",
@@ -77,6 +92,9 @@ ADAPTERS: tuple[ArchitectureAdapter, ...] = (
         unembed="lm_head",
         embed="transformer.wte",
         mlp_activation="mlp.act",
+        attention="attn",
+        mlp="mlp",
+        mlp_down="mlp.c_proj",
     ),
 )
 
@@ -97,8 +115,8 @@ def adapter_for_model_type(model_type: str) -> ArchitectureAdapter:
             f"lensmap has no adapter for architecture {model_type!r}. Supported: "
             f"{', '.join(supported_model_types())}. To add one, append an ArchitectureAdapter to "
             "lensmap.models.adapters.ADAPTERS giving the dotted paths of the decoder-block list, the "
-            "final norm, the unembedding (lm_head), the input embedding and the MLP activation "
-            "inside a block."
+            "final norm, the unembedding (lm_head), the input embedding, and inside a block the MLP "
+            "activation, the attention and MLP sub-modules and the MLP output projection."
         ) from None
 
 

@@ -94,6 +94,20 @@ class ModelHandle:
         return resolve_module(self.blocks[block], self.adapter.mlp_activation, what="MLP activation",
                               family=self.adapter.family)
 
+    def attention(self, block: int) -> nn.Module:
+        """The attention sub-module of block ``block`` (its output is added to the residual)."""
+        return resolve_module(self.blocks[block], self.adapter.attention, what="attention",
+                              family=self.adapter.family)
+
+    def mlp(self, block: int) -> nn.Module:
+        """The MLP sub-module of block ``block`` (its output is added to the residual)."""
+        return resolve_module(self.blocks[block], self.adapter.mlp, what="MLP", family=self.adapter.family)
+
+    def mlp_down(self, block: int) -> nn.Module:
+        """The MLP output projection of block ``block``; its input is one value per neuron."""
+        return resolve_module(self.blocks[block], self.adapter.mlp_down, what="MLP output projection",
+                              family=self.adapter.family)
+
     def head(self, hidden: Tensor) -> Tensor:
         """The model's own read-out: ``[..., d_model]`` residual vectors → ``[..., vocab]`` logits.
 
