@@ -348,3 +348,24 @@ def test_single_output_files_are_never_overwritten_unasked(tmp_path):
         prepare_output_file(tmp_path)
     with pytest.raises(OutputError, match="cannot (write|create)"):
         prepare_output_file("/proc/lensmap-test/tokens.csv")
+
+
+def test_every_path_in_the_sft_and_eval_configs_is_expanded(tmp_path, monkeypatch):
+    """`~` and `$VARS` in the SFT config's paths (output, layer selection, training files) and in
+    the evaluation data paths become real paths, not directories literally named `~`."""
+    from lensmap.config.sft import SFTConfig
+    from lensmap.schema import build
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("DATA", str(tmp_path / "data"))
+    config = build(SFTConfig, {
+        "model": "qwen2.5-0.5b", "output": "~/runs/sft",
+        "select": {"recommendation": "$DATA/recommendation.json"},
+        "train_files": ["$DATA/train.jsonl"], "train_mmlu": {"fr": "~/mmlu_fr.csv"},
+        "evaluation": {"data": {"mmlu": "$DATA/mmlu_{lang}.csv", "mgsm": "samples"}},
+    })
+    assert config.output == str(tmp_path / "home" / "runs" / "sft")
+    assert config.select.recommendation == str(tmp_path / "data" / "recommendation.json")
+    assert config.train_files == [str(tmp_path / "data" / "train.jsonl")]
+    assert config.train_mmlu == {"fr": str(tmp_path / "home" / "mmlu_fr.csv")}
+    assert config.evaluation.data == {"mmlu": str(tmp_path / "data" / "mmlu_{lang}.csv"), "mgsm": "samples"}

@@ -21,7 +21,7 @@ from lensmap.config.sections import ModelSection, ProbeConfig, validate_model_se
 from lensmap.errors import ConfigError, TrainingError
 from lensmap.evaluation.protocol import EvalSettings, validate_settings
 from lensmap.languages.lid import check_language_field
-from lensmap.schema import build, check_choice, read_yaml
+from lensmap.schema import build, check_choice, path_field, read_yaml
 from lensmap.training.trainer import SFTSettings, check_settings
 
 VARIANTS = ("selective", "full", "random", "lora")
@@ -32,21 +32,21 @@ STRATEGIES = ("linguamap", "cogsym")
 class SelectConfig:
     """Which layers the ``selective`` (and ``lora``) variant trains: exactly one of the three."""
 
-    recommendation: str = ""  # a recommendation.json from `lensmap report`
+    recommendation: str = path_field("")  # a recommendation.json from `lensmap report`
     layers: list[int] = field(default_factory=list)  # decoder-block indices
     strategy: str = ""  # cogsym (computed from the model alone) or linguamap (needs `report:`)
-    report: str = ""  # with strategy: linguamap, the report config whose phases place the layers
+    report: str = path_field("")  # with strategy: linguamap, the report config whose phases place the layers
 
 
 @dataclass(kw_only=True)
 class SFTConfig(ModelSection):
     """Everything ``lensmap sft`` needs. Only model, output and select are required."""
 
-    output: str
+    output: str = path_field()
     select: SelectConfig
     languages: list[str] = field(default_factory=list)  # training languages; empty = every language in the files
-    train_files: list[str] = field(default_factory=list)  # JSONL items; empty = the shipped training set
-    train_mmlu: dict[str, str] = field(default_factory=dict)  # language -> MMLU-format file, converted to items
+    train_files: list[str] = path_field(default_factory=list)  # JSONL items; empty = the shipped training set
+    train_mmlu: dict[str, str] = path_field(default_factory=dict)  # language -> MMLU-format file, converted to items
     check_language: bool = True  # refuse items the language identifier places in another language
     variants: list[str] = field(default_factory=lambda: ["selective", "full", "random"])
     training: SFTSettings = field(default_factory=SFTSettings)

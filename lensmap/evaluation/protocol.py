@@ -18,7 +18,7 @@ from lensmap.evaluation.scoring import FAILURE_MODES, judge
 from lensmap.frames import columns
 from lensmap.languages.lid import check_language_field
 from lensmap.models.handle import ModelHandle
-from lensmap.schema import build
+from lensmap.schema import build, path_field
 
 SUMMARY_COLUMNS = columns("eval_summary")
 
@@ -31,7 +31,7 @@ class EvalSettings:
     languages: list[str] = field(default_factory=lambda: ["en", "fr", "de", "zh", "ja", "ru"])
     scenarios: list[str] = field(default_factory=lambda: list(SCENARIOS))
     n_items: int = 0  # per benchmark and language; 0 = all
-    data: dict[str, str] = field(default_factory=dict)  # benchmark -> samples | path with {lang} | hf:NAME[:CONFIG]
+    data: dict[str, str] = path_field(default_factory=dict)  # benchmark -> samples | path with {lang} | hf:NAME[:CONFIG]
     instructions: dict[str, dict[str, str]] = field(default_factory=dict)  # benchmark -> language -> text
     templates: dict[str, str] = field(default_factory=dict)  # scenario -> layout
     generation: GenerationSettings = field(default_factory=GenerationSettings)
