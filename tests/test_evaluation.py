@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -262,3 +263,59 @@ def test_responses_that_hit_max_new_tokens_are_flagged(tiny_qwen):
                                       "scenarios": ["native"]}))
     items = score_responses(rows, ["Réponse : 3", "Réponse : 4"], truncated=[True, False])
     assert items["truncated"].tolist() == [True, False] and summarize(items)["n_truncated"].tolist() == [1]
+
+
+# --- multiple choice by option likelihood -------------------------------------------------------
+
+def _brute_logprob(handle, context: str, continuation: str) -> float:
+    """Sum of log p(continuation tokens) from the model's own full logits, one sequence at a time."""
+    tok = handle.tokenizer
+    ctx = tok(context, add_special_tokens=False)["input_ids"]
+    cont = tok(continuation, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = handle.model(torch.tensor([ctx + cont])).logits[0].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    return float(sum(logprobs[len(ctx) - 1 + s, t] for s, t in enumerate(cont)))
+
+
+def test_option_likelihood_equals_the_models_own_logits(tiny_qwen):
+    from lensmap.evaluation.likelihood import continuation_logprobs
+
+    contexts = ["Question: 2+2?\nAnswer:", "A much longer context, so that the batch is padded on the right.\nRéponse :",
+                "问题？答案："]
+    continuations = [[" A", " B", " C", " D"],  # one token each: one shared pass
+                     [" four", " quatre et demi", " B"],  # several tokens: one pass per option
+                     ["A", "B"]]
+    got = continuation_logprobs(tiny_qwen, contexts, continuations, batch_size=2)
+    want = [[_brute_logprob(tiny_qwen, c, o) for o in opts] for c, opts in zip(contexts, continuations)]
+    assert len(tiny_qwen.tokenizer(" quatre et demi", add_special_tokens=False)["input_ids"]) > 1
+    for g, w in zip(got, want):
+        assert g == pytest.approx(w, abs=1e-4)
+    assert len({round(v, 3) for v in got[0]}) > 1  # the options really differ
+
+
+def test_mmlu_is_also_scored_by_option_likelihood(tiny_qwen):
+    settings = {"benchmarks": ["mmlu", "mgsm"], "languages": ["fr"], "n_items": 3, "scenarios": ["native"],
+                "generation": {"max_new_tokens": 2}}
+    items, summary = evaluate_model(tiny_qwen, settings, progress=False)
+    mmlu = items[items["benchmark"] == "mmlu"]
+    assert set(mmlu["choice_prediction"]) <= set("ABCD") and mmlu["choice_prediction"].notna().all()
+    assert items[items["benchmark"] == "mgsm"]["choice_prediction"].isna().all()
+    assert (mmlu["choice_correct"] == (mmlu["choice_prediction"] == mmlu["gold"])).all()
+    row = summary[summary["benchmark"] == "mmlu"].iloc[0]
+    assert row["choice_accuracy"] == pytest.approx(mmlu["choice_correct"].astype(bool).mean())
+    assert row["choice_ci_low"] <= row["choice_accuracy"] <= row["choice_ci_high"]
+    assert np.isnan(summary[summary["benchmark"] == "mgsm"].iloc[0]["choice_accuracy"])
+    off, _ = evaluate_model(tiny_qwen, {**settings, "choice_scoring": False}, progress=False)
+    assert off["choice_prediction"].isna().all()
+
+
+def test_wilson_interval_by_hand():
+    from lensmap.metrics.intervals import wilson
+
+    low, high = wilson(8, 10)  # textbook value: 0.490 .. 0.943
+    assert (round(low, 3), round(high, 3)) == (0.490, 0.943)
+    assert wilson(0, 5)[0] == 0.0 and 0 < wilson(0, 5)[1] < 0.5 and wilson(5, 5)[1] == 1.0
+    assert all(np.isnan(wilson(0, 0)))
+    with pytest.raises(ValueError):
+        wilson(6, 5)

@@ -11,12 +11,14 @@ import numpy as np
 import pandas as pd
 
 from lensmap.errors import ConfigError
-from lensmap.evaluation.benchmarks import BENCHMARKS, BenchItem, load_benchmark
-from lensmap.evaluation.generation import GenerationSettings, generate_responses
-from lensmap.evaluation.scenarios import SCENARIOS, build_prompt
+from lensmap.evaluation.benchmarks import BENCHMARKS, LETTERS, BenchItem, load_benchmark
+from lensmap.evaluation.generation import GenerationSettings, generate_responses, render_chat
+from lensmap.evaluation.likelihood import choose, continuation_logprobs
+from lensmap.evaluation.scenarios import SCENARIOS, answer_line_start, build_prompt
 from lensmap.evaluation.scoring import FAILURE_MODES, judge
 from lensmap.frames import columns
 from lensmap.languages.lid import check_language_field
+from lensmap.metrics.intervals import wilson
 from lensmap.models.handle import ModelHandle
 from lensmap.schema import build, path_field
 
@@ -35,6 +37,7 @@ class EvalSettings:
     instructions: dict[str, dict[str, str]] = field(default_factory=dict)  # benchmark -> language -> text
     templates: dict[str, str] = field(default_factory=dict)  # scenario -> layout
     generation: GenerationSettings = field(default_factory=GenerationSettings)
+    choice_scoring: bool = True  # MMLU also scored by option likelihood (choice_accuracy), see likelihood.py
 
 
 def settings_from(value: EvalSettings | Mapping[str, Any] | None) -> EvalSettings:
@@ -102,7 +105,7 @@ def score_responses(
             "correct": j.correct, "exact_match": j.exact_match, "f1": j.f1, "detected_language": j.language,
             "detected_prob": round(j.language_prob, 4), "detected_by": j.language_method,
             "langdetect_language": j.langdetect, "language_ok": j.language_ok, "failure_mode": j.failure_mode,
-            "truncated": bool(cut_short),
+            "truncated": bool(cut_short), "choice_prediction": None, "choice_correct": None,
         })
     return pd.DataFrame.from_records(records)
 
@@ -133,8 +136,41 @@ def summarize(items: pd.DataFrame) -> pd.DataFrame:
             "n_undetectable": int(modes.get("undetectable_language", 0)), "n_empty": int(modes.get("empty", 0)),
             "n_truncated": int(group["truncated"].sum()) if "truncated" in group else 0,
             "mean_f1": float(group["f1"].mean()),
+            **_intervals(group),
         })
     return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _intervals(group: pd.DataFrame) -> dict[str, float]:
+    """95 % Wilson intervals of the generation accuracy and, where scored, the option-likelihood accuracy."""
+    n = len(group)
+    low, high = wilson(int(group["correct"].sum()), n)
+    out = {"accuracy_ci_low": low, "accuracy_ci_high": high,
+           "choice_accuracy": np.nan, "choice_ci_low": np.nan, "choice_ci_high": np.nan}
+    choice = group["choice_correct"].dropna() if "choice_correct" in group else pd.Series(dtype=bool)
+    if len(choice):
+        k = int(choice.astype(bool).sum())
+        out["choice_accuracy"] = k / len(choice)
+        out["choice_ci_low"], out["choice_ci_high"] = wilson(k, len(choice))
+    return out
+
+
+def score_choices(handle: ModelHandle, rows: list[tuple[BenchItem, str, str]], settings: EvalSettings,
+                  *, progress: bool = True) -> list[str | None]:
+    """Per row the option letter with the highest likelihood after the answer word (MMLU rows), else None."""
+    picked = [k for k, (item, _, _) in enumerate(rows) if item.options]
+    contexts, continuations = [], []
+    for k in picked:
+        item, scenario, prompt = rows[k]
+        start, space = answer_line_start(item, scenario)
+        contexts.append(render_chat(handle.tokenizer, prompt, settings.generation.chat_template) + start)
+        continuations.append([space + letter for letter in LETTERS[: len(item.options)]])
+    scores = continuation_logprobs(handle, contexts, continuations, batch_size=settings.generation.batch_size,
+                                   progress=progress, desc=f"option likelihood {handle.name}")
+    out: list[str | None] = [None] * len(rows)
+    for k, row_scores in zip(picked, scores):
+        out[k] = choose(row_scores, LETTERS[: len(row_scores)])
+    return out
 
 
 def evaluate_model(
@@ -150,6 +186,10 @@ def evaluate_model(
                                    progress=progress, desc=f"evaluating {handle.name}")
     items = score_responses(rows, [r.text for r in responses], model=handle.name,
                             truncated=[r.truncated for r in responses])
+    if settings.choice_scoring and any(item.options for item, _, _ in rows):
+        choices = score_choices(handle, rows, settings, progress=progress)
+        items["choice_prediction"] = choices
+        items["choice_correct"] = [None if c is None else c == item.answer for c, (item, _, _) in zip(choices, rows)]
     return items, summarize(items)
 
 

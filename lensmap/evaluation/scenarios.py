@@ -109,6 +109,20 @@ def instruction(benchmark: str, language: str, overrides: Mapping[str, Mapping[s
     return f"{text} {line.format(word=word)}" if line else text
 
 
+def answer_line_start(item: BenchItem, scenario: str) -> tuple[str, str]:
+    """``(start, space)``: how the answer line the scenario's instruction asks for begins, and what
+    separates it from the answer (``("Answer:", " ")``; CJK full-width colons take no space).
+
+    The instruction's language decides the word: English in the code-switched scenarios, the
+    item's language otherwise.
+    """
+    language = "en" if scenario.startswith("code_switched") else item.language
+    word = ANSWER_WORDS.get(language, ANSWER_WORDS["en"])
+    if language in ("zh", "ja"):
+        return f"{word}：", ""
+    return (f"{word} :", " ") if language == "fr" else (f"{word}:", " ")
+
+
 def body(item: BenchItem) -> str:
     """Passage, question and options of one item (no instruction)."""
     parts = []
