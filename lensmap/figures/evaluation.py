@@ -56,14 +56,34 @@ def evaluation_sections(items: pd.DataFrame, summary: pd.DataFrame) -> list[Repo
     sections = []
     for benchmark in pd.unique(summary["benchmark"]):
         sub = summary[summary["benchmark"] == benchmark]
+        figures = [scenario_language_heatmap(summary, benchmark, "accuracy"),
+                   scenario_language_heatmap(summary, benchmark, "language_consistency"),
+                   failure_modes(items, benchmark)]
+        has_choice = "choice_accuracy" in sub and sub["choice_accuracy"].notna().any()
+        if has_choice:
+            figures.insert(1, scenario_language_heatmap(summary, benchmark, "choice_accuracy"))
         sections.append(ReportSection(
             f"Evaluation: {benchmark}",
             "Accuracy: the share of items answered correctly. Language consistency: the share of judged "
             "responses written in the question's language (responses without letters are counted apart, "
             "in n_undetectable). Transfer bottleneck: right language, wrong answer. Consistency bottleneck: "
-            "right answer, wrong language.",
-            [scenario_language_heatmap(summary, benchmark, "accuracy"),
-             scenario_language_heatmap(summary, benchmark, "language_consistency"),
-             failure_modes(items, benchmark)],
+            "right answer, wrong language." + _findings(sub, has_choice),
+            figures,
             sub.drop(columns=["benchmark"]).round(3)))
     return sections
+
+
+def _findings(sub: pd.DataFrame, has_choice: bool) -> str:
+    """The section's result in words: overall rates with their n, and what limits them."""
+    n = int(sub["n"].sum())
+    text = (f" Over {n} scored responses: generation accuracy {sub['accuracy'].mul(sub['n']).sum() / n:.0%}, "
+            f"language consistency {sub['language_consistency'].mean():.0%} (mean over cells).")
+    if has_choice:
+        text += (f" By option likelihood (the letter the model finds most likely right after the answer word, "
+                 f"independent of generation length) accuracy is {sub['choice_accuracy'].mul(sub['n']).sum() / n:.0%}.")
+    cut = int(sub["n_truncated"].sum()) if "n_truncated" in sub else 0
+    if cut:
+        text += (f" {cut} of {n} responses ran into max_new_tokens before their answer line; their generation "
+                 "accuracy is a lower bound — raise evaluation.generation.max_new_tokens"
+                 + (" or read choice_accuracy" if has_choice else "") + ".")
+    return text
