@@ -28,6 +28,7 @@ from torch import nn
 
 from lensmap.errors import TrainingError
 from lensmap.models.handle import ModelHandle
+from lensmap.training.distributed import world_size
 from lensmap.training.prompts import DEFAULT_LOSS_SPANS, Example, collate
 from lensmap.training.selection import TrainableSet, apply
 
@@ -220,7 +221,8 @@ def training_arguments(handle: ModelHandle, settings: SFTSettings, work_dir: Pat
     """The Hugging Face ``TrainingArguments`` of a run (gradient accumulation from the process count)."""
     from transformers import TrainingArguments
 
-    devices = int(os.environ.get("WORLD_SIZE", "1"))
+    devices = world_size()
+    distributed = {"ddp_backend": "gloo"} if devices > 1 and handle.device.type == "cpu" else {}
     return TrainingArguments(
         output_dir=str(work_dir),
         learning_rate=settings.learning_rate,
@@ -243,6 +245,7 @@ def training_arguments(handle: ModelHandle, settings: SFTSettings, work_dir: Pat
         dataloader_pin_memory=False,
         use_cpu=handle.device.type == "cpu",
         **_precision(settings, handle.device),
+        **distributed,
     )
 
 
