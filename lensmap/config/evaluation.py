@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 
 from lensmap.config.report import parse_config
-from lensmap.config.sections import ModelSection, validate_model_section, validate_output
+from lensmap.config.sections import ModelSection, model_keys, validate_model_section, validate_output
 from lensmap.evaluation.protocol import EvalSettings, validate_settings
 from lensmap.schema import build, path_field, read_yaml
 
@@ -34,9 +34,7 @@ def load_eval_config(path: str | os.PathLike) -> EvalConfig:
     data = read_yaml(path, "it needs at least model: and output:")
     if isinstance(data, dict) and "probes" in data:  # a report config
         report = parse_config(data)
-        return EvalConfig(model=report.model, dtype=report.dtype, device=report.device,
-                          device_map=report.device_map, trust_remote_code=report.trust_remote_code,
-                          output=report.output, evaluation=report.evaluation, title=report.title)
+        return EvalConfig(**model_keys(report), output=report.output, evaluation=report.evaluation, title=report.title)
     config = build(EvalConfig, data, "")
     validate_model_section(config)
     validate_output(config.output, "reports/eval")

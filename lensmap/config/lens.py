@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lensmap.config.report import parse_config
-from lensmap.config.sections import ModelSection, TunedLensConfig, validate_model_section, validate_tuned_lens
+from lensmap.config.sections import (
+    ModelSection,
+    TunedLensConfig,
+    model_keys,
+    validate_model_section,
+    validate_tuned_lens,
+)
 from lensmap.languages.lid import check_language_field
 from lensmap.schema import build, check_choice, path_field, read_yaml
 
@@ -38,9 +44,7 @@ def parse_lens_config(data: Any) -> LensConfig:
     """A :class:`LensConfig` from parsed YAML; a report config (it has ``probes``) is accepted too."""
     if isinstance(data, dict) and "probes" in data:
         report = parse_config(data)
-        return LensConfig(model=report.model, dtype=report.dtype, device=report.device,
-                          device_map=report.device_map, trust_remote_code=report.trust_remote_code,
-                          languages=report.languages, lens_path=report.lens_path, output=report.output,
+        return LensConfig(**model_keys(report), languages=report.languages, lens_path=report.lens_path, output=report.output,
                           tuned_lens=report.tuned_lens, title=report.title)
     config = build(LensConfig, data, "")
     check_language_field(config.languages, "languages")

@@ -8,13 +8,15 @@ and holds the other sections as fields, so a model-loading option is written onc
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from lensmap.errors import ConfigError, DeviceError
 from lensmap.languages.lid import check_language_field
 from lensmap.lenses.training import TrainSettings
-from lensmap.models.devices import validate_device
+from lensmap.models.devices import placement, validate_device
 from lensmap.schema import check_choice, path_field
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -33,7 +35,14 @@ class ModelSection:
     dtype: str = "auto"  # auto = bfloat16 where the CPU/GPU runs it natively, else float32
     device: str = "cpu"
     device_map: str = ""  # "" (whole model on `device`) or auto | balanced | balanced_low_0 | sequential
+    max_memory: dict[str, str] = field(default_factory=dict)  # with device_map: {cuda:0: 20GiB, cpu: 60GiB}
+    offload_folder: str = path_field("")  # with device_map: where weights that fit on no device wait on disk
     trust_remote_code: bool = False
+
+
+def model_keys(config: ModelSection) -> dict[str, Any]:
+    """The model keys of any command's config, to build another command's config from it."""
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(ModelSection)}
 
 
 def validate_model_section(config: ModelSection) -> None:
@@ -46,6 +55,7 @@ def validate_model_section(config: ModelSection) -> None:
                           f"(\"\" keeps the whole model on `device`); got {config.device_map!r}")
     try:
         validate_device(config.device)
+        placement(config.device_map or None, config.max_memory, config.offload_folder or None)
     except DeviceError as error:
         raise ConfigError(f"device: {error}") from None
 

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from lensmap.errors import LensFileError, LensmapError
 from lensmap.lenses.logit import LogitLens
-from lensmap.models.handle import ModelHandle
+from lensmap.models.handle import ModelHandle, execution_device
 from lensmap.models.identity import describe_fingerprint, fingerprint_mismatch, model_fingerprint
 
 FORMAT = "lensmap-tuned-lens"
@@ -72,7 +72,7 @@ class TunedLens(nn.Module):
         self.n_layers = handle.n_layers
         self.d_model = handle.d_model
         self.translators = nn.ModuleList(
-            Translator(self.d_model, dtype=dtype, device=handle.unembed.weight.device)
+            Translator(self.d_model, dtype=dtype, device=execution_device(handle.final_norm))
             for _ in range(self.n_layers)
         )
         self.fingerprint = model_fingerprint(handle)
@@ -87,7 +87,7 @@ class TunedLens(nn.Module):
             raise LensmapError(f"layer {layer} out of range: this lens covers residual layers 0..{self.n_layers}")
         model_dtype = self.handle.dtype
         if layer == self.n_layers:
-            return hidden.to(self.handle.unembed.weight.device, model_dtype)
+            return hidden.to(execution_device(self.handle.final_norm), model_dtype)
         translator = self.translators[layer]
         h = hidden.to(translator.weight.device, translator.weight.dtype)
         return translator(h).to(model_dtype)

@@ -9,7 +9,7 @@ import torch
 
 from lensmap.errors import DeviceError
 
-__all__ = ["available_devices", "validate_device", "validate_device_map"]
+__all__ = ["available_devices", "placement", "validate_device", "validate_device_map"]
 
 #: ``device_map`` strings that ask accelerate to place the model on whatever is available.
 PLACEMENT_STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
@@ -95,6 +95,38 @@ def validate_device(device: Any, device_map: Any = None) -> str:
     if index is not None and index >= count:
         raise DeviceError(f"device {text!r} does not exist ({count} {kind} device(s)); {_have()}")
     return str(parsed)
+
+
+def placement(device_map: Any = None, max_memory: dict[Any, str] | None = None,
+              offload_folder: str | None = None) -> dict[str, Any] | None:
+    """The ``from_pretrained`` keywords that spread a model over devices, checked; None = one device.
+
+    ``max_memory`` caps each device (``{"cuda:0": "20GiB", "cpu": "60GiB"}``; GPU names become
+    the indices accelerate expects); what fits nowhere goes to ``disk``, which needs
+    ``offload_folder``. Both only mean something with a ``device_map``.
+    """
+    if device_map is None or device_map == "":
+        if max_memory or offload_folder:
+            raise DeviceError("max_memory and offload_folder place a model over several devices, so they need a "
+                              "device_map too (e.g. device_map: auto)")
+        return None
+    validate_device_map(device_map)
+    kwargs: dict[str, Any] = {"device_map": device_map}
+    if max_memory:
+        caps: dict[Any, str] = {}
+        for name, size in max_memory.items():
+            if str(name) in ("cpu", "disk", "mps"):
+                caps[str(name)] = size
+                continue
+            try:
+                device = torch.device(validate_device(name))
+            except DeviceError as error:
+                raise DeviceError(f"max_memory entry {name!r}: {error}") from None
+            caps[(device.index or 0) if device.type == "cuda" else str(device)] = size
+        kwargs["max_memory"] = caps
+    if offload_folder:
+        kwargs["offload_folder"] = str(offload_folder)
+    return kwargs
 
 
 def validate_device_map(device_map: Any) -> None:

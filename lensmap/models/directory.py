@@ -155,15 +155,18 @@ def _shape_mismatches(directory: Path, limit: int = 3) -> list[str]:
     return out[:limit]
 
 
-def load_weights(directory: Path, dtype: torch.dtype, device: str, device_map: Any,
+def load_weights(directory: Path, dtype: torch.dtype, device: str, spread: dict[str, Any] | None,
                   trust_remote_code: bool, fix: str):
-    """``AutoModelForCausalLM.from_pretrained(directory)`` with every failure a ModelLoadError."""
+    """``AutoModelForCausalLM.from_pretrained(directory)`` with every failure a ModelLoadError.
+
+    ``spread`` holds the placement keywords (``device_map``, ``max_memory``, ``offload_folder``:
+    :func:`lensmap.models.devices.placement`); None puts the whole model on ``device``.
+    """
     from transformers import AutoModelForCausalLM
 
     kwargs: dict[str, Any] = dict(dtype=dtype, trust_remote_code=trust_remote_code, local_files_only=True,
                                   output_loading_info=True)
-    if device_map is not None:
-        kwargs["device_map"] = device_map
+    kwargs.update(spread or {})
     try:
         model, info = AutoModelForCausalLM.from_pretrained(str(directory), **kwargs)
     except Exception as error:  # the user's files: every failure gets a message naming them
@@ -199,12 +202,12 @@ def load_weights(directory: Path, dtype: torch.dtype, device: str, device_map: A
         raise ModelLoadError(f"the weights in {directory} do not match its config.json: {'; '.join(parts)}. "
                              "Was config.json edited (num_hidden_layers, ...)? Restore the model's original "
                              f"config.json. {fix}")
-    if device_map is None:
+    if not spread:
         model.to(device)
     return model
 
 
-def load_directory(directory: Path, dtype: torch.dtype, device: str, device_map: Any,
+def load_directory(directory: Path, dtype: torch.dtype, device: str, spread: dict[str, Any] | None,
                     trust_remote_code: bool, fix: str):
     """Model and tokenizer from a local Hugging Face directory, each input problem a ModelLoadError.
 
@@ -215,5 +218,5 @@ def load_directory(directory: Path, dtype: torch.dtype, device: str, device_map:
     config_problem(directory, trust_remote_code)
     _check_weights(directory, fix)
     tokenizer = load_tokenizer_dir(directory, trust_remote_code, fix)
-    model = load_weights(directory, dtype, device, device_map, trust_remote_code, fix)
+    model = load_weights(directory, dtype, device, spread, trust_remote_code, fix)
     return model, tokenizer

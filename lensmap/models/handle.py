@@ -18,6 +18,17 @@ from lensmap.errors import LensmapError
 from lensmap.models.adapters import ArchitectureAdapter, adapter_for_model_type, resolve, resolve_module
 
 
+def execution_device(module: nn.Module) -> torch.device:
+    """The device a module computes on: where its weights are, or — when accelerate offloads them
+    to CPU or disk and they sit on ``meta`` between forward passes — the device its hook runs it on."""
+    hook = getattr(module, "_hf_hook", None)
+    execution = getattr(hook, "execution_device", None)
+    if execution is not None:
+        return torch.device(f"cuda:{execution}" if isinstance(execution, int) else execution)
+    parameter = next(module.parameters(), None)
+    return parameter.device if parameter is not None else torch.device("cpu")
+
+
 def residual_site(layer: int) -> tuple[int, str]:
     """Where residual layer ``layer`` is read: ``(block, "input")`` for layer 0, else ``(layer - 1, "output")``.
 
@@ -114,7 +125,7 @@ class ModelHandle:
         ``unembed(final_norm(hidden))``, then the final-logit soft-cap ``tanh(x / c) * c`` where
         the model has one, in the model's dtype on the unembedding's device.
         """
-        logits = self.unembed(self.final_norm(hidden.to(self.unembed.weight.device)))
+        logits = self.unembed(self.final_norm(hidden.to(execution_device(self.final_norm))))
         cap = self.logit_softcap
         if cap is not None:
             logits = torch.tanh(logits / cap) * cap
@@ -161,5 +172,6 @@ class ModelHandle:
         return self.unembed.weight.dtype
 
     @property
-    def device(self):
-        return self.embed.weight.device
+    def device(self) -> torch.device:
+        """Where inputs go: the input embedding's execution device (:func:`execution_device`)."""
+        return execution_device(self.embed)

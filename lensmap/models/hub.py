@@ -38,7 +38,7 @@ def not_cached(repo_id: str) -> ModelLoadError:
     )
 
 
-def download(repo_id: str, dtype: torch.dtype, device: str, device_map: Any, trust_remote_code: bool,
+def download(repo_id: str, dtype: torch.dtype, device: str, spread: dict[str, Any] | None, trust_remote_code: bool,
               tokenizer_only: bool = False):
     """Fetch ``repo_id`` from the hub (only called when the user allowed downloads)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -48,8 +48,7 @@ def download(repo_id: str, dtype: torch.dtype, device: str, device_map: Any, tru
         if tokenizer_only:
             return None, tokenizer
         kwargs: dict[str, Any] = dict(dtype=dtype, trust_remote_code=trust_remote_code)
-        if device_map is not None:
-            kwargs["device_map"] = device_map
+        kwargs.update(spread or {})
         model = AutoModelForCausalLM.from_pretrained(repo_id, **kwargs)
     except Exception as error:
         offline = " (HF_HUB_OFFLINE is set, which forbids it)" if os.environ.get("HF_HUB_OFFLINE") else ""
@@ -58,6 +57,6 @@ def download(repo_id: str, dtype: torch.dtype, device: str, device_map: Any, tru
             f"({type(error).__name__}: {' '.join(str(error).split())[:300]}). Check the id and the network, or "
             "pass a local directory / .gguf file / zoo name instead."
         ) from error
-    if device_map is None:
+    if not spread:
         model.to(device)
     return model, tokenizer

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from lensmap.errors import ModelLoadError
-from lensmap.models.devices import validate_device
+from lensmap.models.devices import placement, validate_device
 from lensmap.models.directory import config_problem, load_directory, load_tokenizer_dir
 from lensmap.models.gguf import converted_dir
 from lensmap.models.handle import ModelHandle
@@ -71,6 +71,8 @@ def load_model(
     dtype: str | torch.dtype = "auto",
     device: str = "cpu",
     device_map: Any = None,
+    max_memory: dict[Any, str] | None = None,
+    offload_folder: str | os.PathLike | None = None,
     trust_remote_code: bool = False,
     self_check: bool = True,
     verify: bool | str = False,
@@ -86,7 +88,10 @@ def load_model(
             ``float32``, ``bfloat16`` or ``float16``.
         device: torch device for the whole model (ignored when ``device_map`` is given); checked
             first against this machine's devices (:func:`lensmap.models.devices.validate_device`).
-        device_map: passed to ``from_pretrained`` to shard a large model across devices.
+        device_map: passed to ``from_pretrained`` to shard a large model across devices
+            (``auto``, ``balanced``, ``sequential`` or ``{module: device}``; docs/scale.md).
+        max_memory: with ``device_map``, a cap per device (``{"cuda:0": "20GiB", "cpu": "60GiB"}``).
+        offload_folder: with ``device_map``, where weights that fit on no device are kept on disk.
         trust_remote_code: allow the model's own Python code (off by default).
         self_check: confirm the last layer's logit lens reproduces the model's logits.
         verify: integrity check of lensmap's cached files (zoo GGUF, converted checkpoint).
@@ -105,6 +110,7 @@ def load_model(
         DeviceError: a device this machine does not have.
     """
     device = validate_device(device, device_map)
+    spread = placement(device_map, max_memory, None if offload_folder is None else str(offload_folder))
     level = verify_level(verify)
     quiet_transformers()
     logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -121,19 +127,19 @@ def load_model(
             local, verified = converted_dir(Path(location), None, level)
             name = Path(location).stem
         fix = f"The cached conversion is damaged: delete it and run again (rm -r '{local}')."
-        model, tokenizer = load_directory(local, torch_dtype, device, device_map, False, fix)
+        model, tokenizer = load_directory(local, torch_dtype, device, spread, False, fix)
     elif kind == "dir":
         fix = "Copy or save the model directory again (model.save_pretrained / tokenizer.save_pretrained)."
-        model, tokenizer = load_directory(Path(location), torch_dtype, device, device_map, trust_remote_code, fix)
+        model, tokenizer = load_directory(Path(location), torch_dtype, device, spread, trust_remote_code, fix)
         name = Path(location).name
     else:
         snapshot = hub_snapshot(location)
         if snapshot is not None:
             fix = (f"The local Hugging Face cache of {location!r} is incomplete or damaged: delete {snapshot} "
                    f"and download it again ({download_hint()}).")
-            model, tokenizer = load_directory(snapshot, torch_dtype, device, device_map, trust_remote_code, fix)
+            model, tokenizer = load_directory(snapshot, torch_dtype, device, spread, trust_remote_code, fix)
         elif downloads_allowed(allow_download):
-            model, tokenizer = download(location, torch_dtype, device, device_map, trust_remote_code)
+            model, tokenizer = download(location, torch_dtype, device, spread, trust_remote_code)
         else:
             raise not_cached(location)
         name = location

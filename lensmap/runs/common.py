@@ -10,9 +10,10 @@ from lensmap.models.loading import load_model
 
 
 def load_for(config: ModelSection, *, self_check: bool = True) -> ModelHandle:
-    """Load the model of a command's config (its ``model``, ``dtype``, ``device``, ``device_map`` keys)."""
+    """Load the model of a command's config (its :class:`~lensmap.config.sections.ModelSection` keys)."""
     return load_model(config.model, dtype=config.dtype, device=config.device,
-                      device_map=config.device_map or None, trust_remote_code=config.trust_remote_code,
+                      device_map=config.device_map or None, max_memory=config.max_memory or None,
+                      offload_folder=config.offload_folder or None, trust_remote_code=config.trust_remote_code,
                       self_check=self_check)
 
 
