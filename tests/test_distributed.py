@@ -44,3 +44,40 @@ def test_two_processes_train_the_same_weights_as_one(tmp_path):
     for name in a:
         assert (a[name] - b[name]).abs().max() < 1e-5, name
     assert not list(two.glob("delta*/*.tmp*")) and (two / "delta").is_dir()
+
+
+def test_lensmap_sft_under_torchrun_writes_once_and_matches_one_process(tmp_path, qwen_tokenizer):
+    """`torchrun -m lensmap sft`: both processes train, rank 0 alone checks, saves and writes."""
+    import torch
+    import transformers as tf
+
+    torch.manual_seed(0)
+    config = tf.Qwen2Config(vocab_size=len(qwen_tokenizer), hidden_size=16, intermediate_size=32,
+                            num_hidden_layers=3, num_attention_heads=2, num_key_value_heads=1)
+    tf.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "tiny")
+    qwen_tokenizer.save_pretrained(tmp_path / "tiny")
+    outputs = {}
+    for procs, per_device in ((1, 4), (2, 2)):
+        out = tmp_path / f"run{procs}"
+        cfg = tmp_path / f"sft{procs}.yaml"
+        cfg.write_text(f"model: {tmp_path / 'tiny'}\noutput: {out}\nselect: {{layers: [2]}}\nlanguages: [fr, zh]\n"
+                       "variants: [selective]\nevaluate: false\n"
+                       f"training: {{max_steps: 2, batch_size: 4, per_device_batch_size: {per_device}, "
+                       "learning_rate: 1e-3, mixed_precision: 'no'}\n")
+        launcher = [sys.executable, "-m", "lensmap"] if procs == 1 else [
+            sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+            "--master_port", str(_free_port()), "-m", "lensmap"]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        done = subprocess.run([*launcher, "sft", str(cfg), "-q"], env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs[procs] = out
+        assert not (tmp_path / f"run{procs}.work").exists()
+    records = [json.loads((outputs[p] / "variants.json").read_text()) for p in (1, 2)]
+    assert [r["variant"] for r in records[1]] == ["selective"]  # one record: written once, by rank 0
+    assert records[0][0]["frozen_bit_identical"] and records[1][0]["frozen_bit_identical"]
+    assert records[0][0]["steps"] == records[1][0]["steps"] == 2
+    a = load_file(outputs[1] / "weights" / "selective" / "changed.safetensors")
+    b = load_file(outputs[2] / "weights" / "selective" / "changed.safetensors")
+    assert sorted(a) == sorted(b) and all(n.startswith("model.layers.2.") for n in a)
+    for name in a:
+        assert (a[name] - b[name]).abs().max() < 1e-5, name

@@ -89,6 +89,24 @@ def _check(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plan(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from lensmap.models.plan import PlanSettings, device_map_advice, load_shape, plan
+
+    shape = load_shape(args.model)
+    settings = PlanSettings(dtype=args.dtype, batch=args.batch, seq=args.seq, gpus=args.gpus)
+    print(f"{shape.name}: {shape.params / 1e9:.2f}B parameters, {shape.n_layers} blocks, d_model {shape.d_model}, "
+          f"d_mlp {shape.d_mlp}, vocabulary {shape.vocab}")
+    with pd.option_context("display.width", 200, "display.max_colwidth", 90):
+        print(pd.DataFrame(plan(shape, settings)).to_string(index=False))
+    if args.gpu_memory:
+        print(f"\nfor analysis on {args.gpus} GPU(s) of {args.gpu_memory:g} GiB, put in the config:")
+        print(device_map_advice(shape, args.gpu_memory, args.gpus, args.dtype))
+    print("\nformulas: lensmap/models/plan.py; what runs where: docs/scale.md")
+    return 0
+
+
 def _print_lens_summary(frame) -> None:
     import pandas as pd
 
@@ -158,6 +176,15 @@ COMMANDS: tuple[Command, ...] = (
         (("--table",), {"metavar": "CSV", "help": "also write every token's label and method to this CSV file"}),
         OVERWRITE, QUIET), _vocab),
     Command("zoo", "list the zoo models and how to install them", (), _zoo),
+    Command("plan", "memory per device for each command, from a model's config (no weights read)", (
+        (("model",), {"help": "a preset (qwen3-32b, llama-2-7b, bloom-7b1, ...), config.json, model directory, "
+                              "zoo name or cached hub id"}),
+        (("--dtype",), {"default": "bfloat16", "choices": ["bfloat16", "float16", "float32"]}),
+        (("--batch",), {"type": int, "default": 8, "help": "analysis batch size"}),
+        (("--seq",), {"type": int, "default": 512, "help": "tokens per sequence"}),
+        (("--gpus",), {"type": int, "default": 1}),
+        (("--gpu-memory",), {"type": float, "default": 0.0, "help": "GiB per GPU: print the device_map lines"}),
+    ), _plan),
     Command("check", "load a model and run the adapter self-check",
             (MODEL, (("--dtype",), {"default": "auto", "help": "auto, float32, bfloat16 or float16"}),
              (("--verify",), {"action": "store_true",

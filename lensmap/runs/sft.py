@@ -41,6 +41,7 @@ from lensmap.readout.probes import run_probes
 from lensmap.runs.common import load_for
 from lensmap.runs.report import analyse_phases, build_prompts
 from lensmap.training.delta import changed_parameters, save_delta, snapshot
+from lensmap.training.distributed import is_main_process, local_device, world_size
 from lensmap.training.items import (
     SFTItem,
     check_item_languages,
@@ -131,6 +132,8 @@ class Evaluator:
 
 
 def _load(config: SFTConfig) -> ModelHandle:
+    if world_size() > 1:  # one GPU per process
+        config = dataclasses.replace(config, device=local_device(config.device))
     return load_for(config, self_check=False)
 
 
@@ -164,6 +167,8 @@ def train_variant(
     before = snapshot(handle.model)  # every parameter: the frozen ones must come out bit-identical
     result = train_sft(handle, examples, chosen, config.training, work / f"{variant}.trainer",
                        lora=variant == "lora", progress=progress)
+    if not is_main_process():  # every process holds the same weights now; rank 0 checks, saves, measures
+        return where
     changed = set(changed_parameters(handle.model, before))
     outside = sorted(name for name in changed if not any(name.startswith(m) for m in chosen.modules))
     if outside:
@@ -232,20 +237,24 @@ def run_sft(config: SFTConfig | str | os.PathLike, *, progress: bool = True, ove
     start = time.perf_counter()
     items = training_items(config)
     work = Path(f"{str(output).rstrip('/')}.work")
-    check_work_settings(work, config, items)
+    main = is_main_process()  # under torchrun / accelerate launch only rank 0 writes (docs/scale.md)
+    if main:
+        check_work_settings(work, config, items)
     base = _load(config)
     fingerprint = model_fingerprint(base)
     examples = build_examples(items, base.tokenizer, loss_spans=config.training.loss_spans,
                               max_length=config.training.max_length)
     selective = selective_set(base, config)
     evaluator = Evaluator(config, base, progress)
-    if not (work / "base" / DONE).is_file():
+    if main and not (work / "base" / DONE).is_file():
         (work / "base").mkdir(parents=True, exist_ok=True)
         _measure(evaluator, base, "base", work / "base")
         atomic_write_text(work / "base" / DONE, json.dumps({"variant": "base", "fingerprint": fingerprint}))
     del base
     for variant in config.variants:
         train_variant(config, variant, selective, examples, evaluator, work, fingerprint, progress)
+    if not main:
+        return output
     out = write_outputs(config, work, items, time.perf_counter() - start, output, overwrite)
     shutil.rmtree(work, ignore_errors=True)
     return out

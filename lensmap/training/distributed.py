@@ -27,6 +27,14 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+def local_device(device: str) -> str:
+    """The device of this process: ``cuda`` / ``cuda:N`` becomes ``cuda:<LOCAL_RANK>`` in a
+    distributed run (one GPU per process, as both launchers assign them); others unchanged."""
+    if world_size() > 1 and str(device).startswith("cuda"):
+        return f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+    return device
+
+
 def barrier() -> None:
     """Wait until every process gets here (nothing to wait for in a single-process run)."""
     import torch.distributed as dist

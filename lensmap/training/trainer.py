@@ -222,7 +222,11 @@ def training_arguments(handle: ModelHandle, settings: SFTSettings, work_dir: Pat
     from transformers import TrainingArguments
 
     devices = world_size()
-    distributed = {"ddp_backend": "gloo"} if devices > 1 and handle.device.type == "cpu" else {}
+    distributed: dict[str, Any] = {}
+    if devices > 1:  # rank 0 evaluates between variants while the others wait at the next collective
+        distributed["ddp_timeout"] = 6 * 3600
+        if handle.device.type == "cpu":
+            distributed["ddp_backend"] = "gloo"
     return TrainingArguments(
         output_dir=str(work_dir),
         learning_rate=settings.learning_rate,
