@@ -15,6 +15,8 @@ formula, in bytes, so a user can check it:
   float32 gradient and two AdamW moments (``12 × trainable``); activations are kept only from
   the lowest trainable block up (``seq × batch × d × (34 + 5·heads·seq/d)`` bytes per block in
   16-bit mixed precision, the usual transformer estimate). DDP holds all of that on every GPU;
+  ZeRO-2 with bfloat16 weights keeps ``2 × params`` on each GPU and divides the trained
+  blocks' float32 master copy, moments and gradients (``14 × trainable``) by the GPU count;
   FSDP / ZeRO-3 divides weights, gradients and moments by the number of GPUs.
 
 :data:`PRESETS` holds the published shapes of the papers' models, so a plan can be made before
@@ -157,6 +159,9 @@ def plan(shape: Shape, settings: PlanSettings = PlanSettings()) -> list[dict[str
              f"frozen weights + {shape.n_layers} float32 translators with AdamW state"),
         _row("sft selective", "one device (DDP: each GPU)", fp32 + 12 * trainable + k * per_block,
              f"the last {k} blocks ({trainable / shape.params:.1%} of parameters) trained"),
+        _row("sft selective", f"ZeRO-2 over {n} GPU(s), bf16 weights",
+             2 * shape.params + 14 * trainable / n + k * per_block,
+             "bf16 weights replicated; fp32 master copy, moments and gradients of the trained blocks sharded"),
         _row("sft full", "one device (DDP: each GPU)", 16 * shape.params + shape.n_layers * per_block,
              "every parameter trained: weights, gradients, two AdamW moments"),
         _row("sft full", f"FSDP / ZeRO-3 over {n} GPU(s)", 16 * shape.params / n + shape.n_layers * per_block,

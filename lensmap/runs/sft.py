@@ -27,7 +27,7 @@ import pandas as pd
 from lensmap.analysis.recommend import recommend
 from lensmap.config.report import load_config
 from lensmap.config.sft import SFTConfig, load_sft_config
-from lensmap.errors import LensmapError, OutputError
+from lensmap.errors import LensmapError, OutputError, TrainingError
 from lensmap.evaluation.protocol import evaluate_model
 from lensmap.figures.html import write_report
 from lensmap.figures.sft import sft_sections
@@ -41,7 +41,7 @@ from lensmap.readout.probes import run_probes
 from lensmap.runs.common import load_for
 from lensmap.runs.report import analyse_phases, build_prompts
 from lensmap.training.delta import changed_parameters, save_delta, snapshot
-from lensmap.training.distributed import is_main_process, local_device, world_size
+from lensmap.training.distributed import is_main_process, local_device, sharded_parameters_engine, world_size
 from lensmap.training.items import (
     SFTItem,
     check_item_languages,
@@ -237,6 +237,12 @@ def run_sft(config: SFTConfig | str | os.PathLike, *, progress: bool = True, ove
     start = time.perf_counter()
     items = training_items(config)
     work = Path(f"{str(output).rstrip('/')}.work")
+    engine = sharded_parameters_engine()
+    if engine:
+        raise TrainingError(f"lensmap sft under {engine}: the parameters are sharded across processes, so rank 0 "
+                            "cannot check the frozen ones or save the delta from its own copy. Launch with DDP "
+                            "(examples/accelerate/ddp.yaml) or DeepSpeed ZeRO-2 (examples/accelerate/zero2.yaml), "
+                            "which keep a full copy per GPU; docs/scale.md says what fits")
     main = is_main_process()  # under torchrun / accelerate launch only rank 0 writes (docs/scale.md)
     if main:
         check_work_settings(work, config, items)

@@ -35,6 +35,17 @@ def local_device(device: str) -> str:
     return device
 
 
+def sharded_parameters_engine() -> str | None:
+    """The engine name when the launcher shards the parameters themselves (FSDP, DeepSpeed ZeRO-3),
+    else None. Then no single process holds the full trained weights that the frozen-parameter
+    check and the compact delta read."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        return "FSDP"
+    if os.environ.get("ACCELERATE_DEEPSPEED_ZERO_STAGE", "") == "3":
+        return "DeepSpeed ZeRO-3"
+    return None
+
+
 def barrier() -> None:
     """Wait until every process gets here (nothing to wait for in a single-process run)."""
     import torch.distributed as dist
