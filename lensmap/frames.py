@@ -60,7 +60,8 @@ TABLES: dict[str, Table] = {t.name: t for t in (
            "accuracy_ci_low", "accuracy_ci_high", "choice_accuracy", "choice_ci_low", "choice_ci_high"),
           ("benchmark", "scenario", "language", "accuracy", "language_consistency")),
     Table("sft_comparison", "sft_comparison.csv",
-          ("variant", "benchmark", "scenario", "language", "n", "accuracy", "language_consistency"),
+          ("variant", "benchmark", "scenario", "language", "n", "accuracy", "language_consistency",
+           "accuracy_ci_low", "accuracy_ci_high", "choice_accuracy", "choice_ci_low", "choice_ci_high"),
           ("variant", "scenario", "language", "n", "accuracy", "language_consistency")),
 )}
 

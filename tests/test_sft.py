@@ -329,7 +329,9 @@ def test_sft_command_end_to_end(tmp_path, qwen_tokenizer):
     assert records["lora"]["optimised_params"] < records["selective"]["optimised_params"]
     comparison = __import__("pandas").read_csv(out / "sft_comparison.csv")
     assert list(comparison.columns) == ["variant", "benchmark", "scenario", "language", "n", "accuracy",
-                                        "language_consistency"]
+                                        "language_consistency", "accuracy_ci_low", "accuracy_ci_high",
+                                        "choice_accuracy", "choice_ci_low", "choice_ci_high"]
+    assert (comparison["accuracy_ci_low"] <= comparison["accuracy"]).all()
     assert sorted(comparison["variant"].unique()) == ["base", "full", "lora", "random", "selective"]
     assert len(comparison) == 5 * 2 and (comparison["n"] == 1).all()
     mass = __import__("pandas").read_csv(out / "language_mass.csv")
