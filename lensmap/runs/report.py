@@ -123,6 +123,7 @@ class ReportResults:
     lens: Any = None
     phases: PhaseOutputs | None = None
     evaluation: tuple[pd.DataFrame, pd.DataFrame] | None = None
+    neurons: Any = None  # lensmap.readout.neurons.NeuronResults when the config has a neurons: section
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -160,6 +161,11 @@ def compute_report(config: ReportConfig, *, progress: bool = True) -> ReportResu
 
         out.evaluation = evaluate_model(handle, config.evaluation, progress=progress)
         clock.lap("evaluation")
+    if config.neurons is not None:
+        from lensmap.readout.neurons import analyse_neurons
+
+        out.neurons = analyse_neurons(handle, config.neurons, config.languages, progress=progress)
+        clock.lap("neurons")
     out.timings = clock.seconds
     return out
 
@@ -179,6 +185,10 @@ def report_sections(config: ReportConfig, results: ReportResults) -> list[Report
         sections.insert(1, phase_section(phases.phases, phases.similarity, phases.recommendation, phases.note))
     if results.evaluation is not None:
         sections += evaluation_sections(*results.evaluation)
+    if results.neurons is not None:
+        from lensmap.runs.neurons import section_for
+
+        sections.append(section_for(results.neurons))
     return sections
 
 
@@ -210,6 +220,10 @@ def write_report_outputs(out: Path, config: ReportConfig, results: ReportResults
             atomic_write_text(out / "phases.json", json.dumps(results.phases.phases.to_dict(), indent=2))
     if results.evaluation is not None:
         write_evaluation(out, *results.evaluation)
+    if results.neurons is not None:
+        from lensmap.runs.neurons import write_neurons
+
+        write_neurons(out, results.neurons, results.handle.name)
     sections = report_sections(config, results)
     handle = results.handle
     write_report(out / "report.html", sections, title=config.title or f"lensmap report: {handle.name}",

@@ -1,0 +1,121 @@
+"""Language-specific neurons of the zoo models: LAPE statistics, deactivation, activation similarity.
+
+Resumable: every stage writes its file under analyses/results/<model>/neurons/ and is skipped
+when that file exists. Run from the repository root, one model at a time:
+
+    OMP_NUM_THREADS=1 PYTHONPATH=$PWD python analyses/neurons_zoo.py qwen2.5-0.5b
+    OMP_NUM_THREADS=1 PYTHONPATH=$PWD python analyses/neurons_zoo.py gemma-3-270m
+    PYTHONPATH=$PWD python analyses/neurons_zoo.py --figures qwen2.5-0.5b gemma-3-270m
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pandas as pd
+
+LANGUAGES = ["en", "fr", "es", "de", "ru", "zh", "ja"]
+STATS_TOKENS = 10240  # per language (40 sequences of 256)
+HELDOUT = dict(seq_len=128, tokens=768)  # 6 held-out sequences of 128 tokens per language
+SIMILARITY_ITEMS = 40
+ROOT = Path(__file__).parent / "results"
+
+
+def log(out: Path, message: str) -> None:
+    line = f"{time.strftime('%H:%M:%S')} {message}"
+    print(line, flush=True)
+    with open(out / "progress.log", "a") as f:
+        f.write(line + "\n")
+
+
+def run(model: str) -> None:
+    import lensmap
+    from lensmap.io import atomic_write_csv, atomic_write_text
+    from lensmap.metrics.neurons import NeuronStats, activation_similarity_frame, diagonal_dominance
+    from lensmap.readout.neurons import (
+        NeuronSettings,
+        collect_neuron_stats,
+        neuron_text,
+        pooled_activations,
+        run_deactivation,
+        select_from_stats,
+        similarity_items,
+    )
+
+    out = ROOT / model / "neurons"
+    out.mkdir(parents=True, exist_ok=True)
+    settings = NeuronSettings(languages=LANGUAGES, tokens=STATS_TOKENS, seq_len=256, batch_size=4,
+                              similarity_items=SIMILARITY_ITEMS, n_boot=1000)
+    handle = lensmap.load_model(model, dtype="float32")
+    log(out, f"loaded {model}: {handle.n_layers} blocks, dtype {handle.dtype}")
+    stats_path = out / "neuron_stats.npz"
+    if stats_path.exists():
+        stats = NeuronStats.load(stats_path)
+    else:
+        t0 = time.time()
+        text = neuron_text(handle, settings, LANGUAGES, "train", settings.tokens)
+        stats = collect_neuron_stats(handle, text, site=settings.site, batch_size=settings.batch_size)
+        stats.info |= {"model": model, "source": "bible", "seq_len": settings.seq_len,
+                       "tokens_per_language": settings.tokens, "seconds": round(time.time() - t0, 1)}
+        stats.save(stats_path)
+        log(out, f"statistics: {int(stats.tokens[0, 0])} tokens per language in {time.time() - t0:.0f} s")
+    results = select_from_stats(stats, settings, model=model)
+    atomic_write_csv(out / "neuron_stats.csv", stats.summary(model))
+    atomic_write_csv(out / "language_neurons.csv", results.language_neurons)
+    atomic_write_csv(out / "neuron_density.csv", results.density)
+    atomic_write_csv(out / "neuron_overlap.csv", results.overlap)
+    atomic_write_text(out / "neurons.json", json.dumps(results.settings, indent=2))
+    log(out, "LAPE: " + ", ".join(f"{lang} {results.selection.count(lang)}" for lang in LANGUAGES))
+
+    sim_path = out / "neuron_similarity.csv"
+    if not sim_path.exists():
+        t0 = time.time()
+        pooled = pooled_activations(handle, similarity_items(settings, LANGUAGES), site=stats.site, batch_size=8)
+        atomic_write_csv(sim_path, activation_similarity_frame(pooled, model=model, site=stats.site))
+        log(out, f"similarity: {time.time() - t0:.0f} s")
+
+    deact_path = out / "deactivation.csv"
+    if not deact_path.exists():
+        t0 = time.time()
+        held = NeuronSettings(languages=LANGUAGES, seq_len=HELDOUT["seq_len"])
+        heldout = neuron_text(handle, held, LANGUAGES, "heldout", HELDOUT["tokens"])
+        frame = run_deactivation(handle, results.selection, heldout, site=stats.site, batch_size=2, progress=True)
+        atomic_write_csv(deact_path, frame)
+        log(out, f"deactivation: {time.time() - t0:.0f} s")
+        log(out, diagonal_dominance(frame).to_string())
+    log(out, "done")
+
+
+def figures(models: list[str]) -> None:
+    from lensmap.figures.neurons import deactivation_heatmap, density_heatmap, overlap_heatmap, similarity_curves
+
+    for model in models:
+        out = ROOT / model / "neurons"
+        read = lambda name: pd.read_csv(out / name)  # noqa: E731
+        figs = {"density": density_heatmap(read("neuron_density.csv")),
+                "overlap": overlap_heatmap(read("neuron_overlap.csv"))}
+        if (out / "deactivation.csv").exists():
+            figs["deactivation"] = deactivation_heatmap(read("deactivation.csv"))
+        if (out / "neuron_similarity.csv").exists():
+            figs["similarity"] = similarity_curves(read("neuron_similarity.csv"))
+        for name, fig in figs.items():
+            fig.write_html(out / f"{name}.html", include_plotlyjs="cdn")
+            try:
+                fig.write_image(out / f"{name}.png", scale=1.5)
+            except Exception as error:  # kaleido/chromium missing: the HTML is still there
+                print(f"{model} {name}: no PNG ({error})")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("models", nargs="+")
+    parser.add_argument("--figures", action="store_true")
+    args = parser.parse_args()
+    if args.figures:
+        figures(args.models)
+    else:
+        for name in args.models:
+            run(name)
