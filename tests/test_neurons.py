@@ -311,3 +311,26 @@ def test_activation_similarity_planted_language_and_meaning():
     unit = torch.nn.functional.normalize(pooled, dim=-1)
     want = sum(float(unit[kk, 0, 0] @ unit[kk, j, 0]) for kk in range(k) for j in range(1, n)) / (k * (n - 1))
     assert float(stats["within_language"][0, 0]) == pytest.approx(want, abs=1e-5)
+
+
+# --------------------------------------------------------------------------- recommendation
+
+
+def test_neurons_strategy_picks_the_densest_blocks_of_the_targets_within_budget():
+    import pandas as pd
+
+    from lensmap.analysis.recommend import recommend
+    from lensmap.models.params import block_parameters, count_parameters
+
+    handle = _handle("qwen2")
+    rows = [{"block": b, "language": lang, "n_neurons": n, "fraction": n / 64}
+            for b, lang, n in [(0, "aa", 1), (1, "aa", 9), (2, "aa", 4), (0, "bb", 20), (1, "bb", 0), (2, "bb", 0)]]
+    density = pd.DataFrame(rows)
+    one_block = block_parameters(handle)[1] / count_parameters(handle.model)
+    rec = recommend(handle, "neurons", neuron_density=density, target_languages=["aa"], budget=one_block * 1.5)
+    assert rec.layers == [1]
+    rec = recommend(handle, "neurons", neuron_density=density, target_languages=["aa"], budget=one_block * 2.5)
+    assert rec.layers == [1, 2]
+    assert recommend(handle, "neurons", neuron_density=density, budget=one_block * 1.5).layers == [0]
+    with pytest.raises(LensmapError, match="neurons: section"):
+        recommend(handle, "neurons")

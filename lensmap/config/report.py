@@ -82,6 +82,8 @@ def validate(config: ReportConfig) -> ReportConfig:
         validate_probe(probe, config.languages, f"probes[{i}]")
     if config.neurons is not None:
         validate_neuron_settings(config.neurons, config.neurons.languages or config.languages)
+    elif config.phases.enabled and config.phases.strategy == "neurons":
+        raise ConfigError("phases.strategy: neurons needs the neuron analysis; add a neurons: section (docs/neurons.md)")
     return config
 
 

@@ -85,7 +85,7 @@ class PhaseOutputs(NamedTuple):
 
 
 def analyse_phases(handle: ModelHandle, config: ReportConfig, result: ProbeResult | None = None, *,
-                   progress: bool = True) -> PhaseOutputs:
+                   progress: bool = True, neuron_density: pd.DataFrame | None = None) -> PhaseOutputs:
     """Similarity of parallel items, phase boundaries and the recommendation for one model.
 
     ``phases`` is None (and the note says why) when the model or the probes cannot carry a
@@ -105,8 +105,12 @@ def analyse_phases(handle: ModelHandle, config: ReportConfig, result: ProbeResul
                                seed=section.seed)
     except LensmapError as error:
         note = f"No phase analysis: {error}."
+    targets = None
+    if neuron_density is not None:  # strategy neurons: the probes' target languages the neuron analysis covers
+        targets = sorted({p.target for p in config.probes if p.target} & set(neuron_density["language"])) or None
     recommendation = recommend(handle, section.strategy, phases=phases, budget=section.budget,
-                               layers=section.layers or None)
+                               layers=section.layers or None, neuron_density=neuron_density,
+                               target_languages=targets)
     return PhaseOutputs(phases, similarity, recommendation, note)
 
 
@@ -153,19 +157,20 @@ def compute_report(config: ReportConfig, *, progress: bool = True) -> ReportResu
     )
     clock.lap("lens_readout")
     out = ReportResults(handle, prompts, vmap, result, lens_name, lens_eval, lens)
+    if config.neurons is not None:  # before the phases: strategy neurons reads its density
+        from lensmap.readout.neurons import analyse_neurons
+
+        out.neurons = analyse_neurons(handle, config.neurons, config.languages, progress=progress)
+        clock.lap("neurons")
     if config.phases.enabled:
-        out.phases = analyse_phases(handle, config, result, progress=progress)
+        out.phases = analyse_phases(handle, config, result, progress=progress,
+                                    neuron_density=out.neurons.density if out.neurons is not None else None)
         clock.lap("phases")
     if config.evaluate:
         from lensmap.evaluation.protocol import evaluate_model
 
         out.evaluation = evaluate_model(handle, config.evaluation, progress=progress)
         clock.lap("evaluation")
-    if config.neurons is not None:
-        from lensmap.readout.neurons import analyse_neurons
-
-        out.neurons = analyse_neurons(handle, config.neurons, config.languages, progress=progress)
-        clock.lap("neurons")
     out.timings = clock.seconds
     return out
 
