@@ -98,3 +98,34 @@ def test_neurons_config_errors(tmp_path):
     path.write_text("model: x\noutput: o\nlanguages: [en, fr]\nneurons: {fraction: 2}\n")
     with pytest.raises(ConfigError, match="fraction"):
         load_neurons_config(path)
+
+
+def test_report_with_a_neurons_section_and_strategy_neurons(tmp_path, files, qwen_tokenizer):
+    from lensmap.cli.main import main
+
+    torch.manual_seed(0)
+    config = tf.Qwen2Config(vocab_size=len(qwen_tokenizer), hidden_size=32, intermediate_size=64,
+                            num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2)
+    tf.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "tiny")
+    qwen_tokenizer.save_pretrained(tmp_path / "tiny")
+    out = tmp_path / "report"
+    files_yaml = ", ".join(f"{k}: {v}" for k, v in files.items() if k != "zh")
+    path = tmp_path / "report.yaml"
+    path.write_text(f"model: {tmp_path / 'tiny'}\nlanguages: [en, fr]\nprobes: [{{kind: cloze, target: fr, n: 3}}]\n"
+                    f"output: {out}\ndtype: float32\nphases: {{strategy: neurons, budget: 0.5}}\n"
+                    f"neurons: {{source: files, files: {{{files_yaml}}}, tokens: 200, seq_len: 32, "
+                    f"heldout_tokens: 32, similarity: false, n_boot: 20, fraction: 0.05}}\n")
+    assert main(["report", str(path), "-q"]) == 0
+    density = pd.read_csv(out / "neuron_density.csv")
+    rec = json.loads((out / "recommendation.json").read_text())
+    assert rec["strategy"] == "neurons"
+    fr = density[density.language == "fr"].groupby("block")["n_neurons"].sum()
+    assert fr.idxmax() in rec["layers"]  # the densest block of the target language is chosen
+    assert "Language-specific neurons" in (out / "report.html").read_text()
+
+    from lensmap.config.report import parse_config
+    from lensmap.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="strategy: neurons needs"):
+        parse_config({"model": "x", "languages": ["en", "fr"], "output": "o",
+                      "probes": [{"kind": "cloze", "target": "fr"}], "phases": {"strategy": "neurons"}})
