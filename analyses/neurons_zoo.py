@@ -90,6 +90,8 @@ def run(model: str) -> None:
 
 
 def figures(models: list[str]) -> None:
+    from figure_files import save_figure  # analyses/figure_files.py
+
     from lensmap.figures.neurons import deactivation_heatmap, density_heatmap, overlap_heatmap, similarity_curves
 
     for model in models:
@@ -102,12 +104,7 @@ def figures(models: list[str]) -> None:
         if (out / "neuron_similarity.csv").exists():
             figs["similarity"] = similarity_curves(read("neuron_similarity.csv"))
         for name, fig in figs.items():
-            fig.write_html(out / f"{name}.html", include_plotlyjs="cdn")
-            try:
-                fig.write_image(out / f"{name}.png", scale=1.5)
-            except Exception as error:  # kaleido/chromium missing: the HTML is still there
-                print(f"{model} {name}: no PNG ({error})")
-
+            print(save_figure(fig, f"neurons_{model}_{name}"))
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
