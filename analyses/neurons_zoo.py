@@ -89,6 +89,33 @@ def run(model: str) -> None:
     log(out, "done")
 
 
+def robustness(models: list[str]) -> None:
+    """Neurons per language under other LAPE thresholds, from the saved statistics (no model)."""
+    from lensmap.io import atomic_write_csv
+    from lensmap.metrics.neurons import NeuronStats, lape_select
+
+    for model in models:
+        out = ROOT / model / "neurons"
+        stats = NeuronStats.load(out / "neuron_stats.npz")
+        prob = stats.probability()
+        rows = []
+        for q in (0.9, 0.95, 0.98):
+            for fraction in (0.005, 0.01, 0.02):
+                sel = lape_select(prob, stats.languages, tau_quantile=q, fraction=fraction)
+                n_blocks = sel.selected.shape[0]
+                quarter = max(1, n_blocks // 4)
+                per_block = sel.selected.sum(dim=1).double()
+                row = {"model": model, "tau_quantile": q, "tau": sel.tau, "fraction": fraction,
+                       "n_selected": int(sel.selected.sum()),
+                       "first_quarter": float(per_block[:quarter].sum() / per_block.sum()),
+                       "last_quarter": float(per_block[-quarter:].sum() / per_block.sum())}
+                row |= {lang: sel.count(lang) for lang in stats.languages}
+                rows.append(row)
+        frame = pd.DataFrame(rows)
+        atomic_write_csv(out / "lape_robustness.csv", frame)
+        print(frame.round(3).to_string(index=False))
+
+
 def figures(models: list[str]) -> None:
     from figure_files import save_figure  # analyses/figure_files.py
 
@@ -110,8 +137,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("models", nargs="+")
     parser.add_argument("--figures", action="store_true")
+    parser.add_argument("--robustness", action="store_true")
     args = parser.parse_args()
-    if args.figures:
+    if args.robustness:
+        robustness(args.models)
+    elif args.figures:
         figures(args.models)
     else:
         for name in args.models:
