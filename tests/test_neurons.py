@@ -183,6 +183,9 @@ def test_lape_synthetic_count_entropy_and_assignment():
     assert sel.assigned[:, 3, 20].tolist() == [False, True, False, False]
     assert sel.assigned[:, 4, 30].tolist() == [False, False, True, True]
     assert sel.tau == pytest.approx(float(torch.quantile(prob.flatten(), 0.95)))
+    assert sel.settings["tau_quantile"] == 0.95
+    fixed = lape_select(prob, list("wxyz"), tau=0.5, fraction=0.01)
+    assert fixed.tau == 0.5 and fixed.settings["tau_quantile"] is None
     over = overlap_frame(sel)
     yz = over[(over.language_a == "y") & (over.language_b == "z")].iloc[0]
     assert yz.n_shared >= 1

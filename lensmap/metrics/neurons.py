@@ -224,6 +224,7 @@ def lape_select(
     if not 0 <= tau_quantile <= 1:
         raise LensmapError(f"tau_quantile must be in [0, 1]; got {tau_quantile}")
     prob = prob.to(torch.float64)
+    given_tau = tau
     if tau is None:
         tau = float(np.quantile(prob.numpy().ravel(), tau_quantile))
     entropy = language_entropy(prob)
@@ -236,7 +237,7 @@ def lape_select(
     selected = torch.zeros(n_blocks * d, dtype=torch.bool)
     selected[order] = True
     selected = selected.view(n_blocks, d)
-    settings = {"tau_quantile": tau_quantile if tau is None else None, "tau": tau, "fraction": fraction,
+    settings = {"tau_quantile": tau_quantile if given_tau is None else None, "tau": tau, "fraction": fraction,
                 "n_target": n_keep, "n_selected": int(selected.sum()), "n_eligible": int(eligible.sum()),
                 "n_blocks": n_blocks, "d_mlp": d}
     if int(selected.sum()) < n_keep:
