@@ -31,7 +31,7 @@ def log(out: Path, message: str) -> None:
         f.write(line + "\n")
 
 
-def run(model: str) -> None:
+def run(model: str, heldout_tokens: int = HELDOUT["tokens"], similarity_items: int = SIMILARITY_ITEMS) -> None:
     import lensmap
     from lensmap.io import atomic_write_csv, atomic_write_text
     from lensmap.metrics.neurons import NeuronStats, activation_similarity_frame, diagonal_dominance
@@ -48,7 +48,7 @@ def run(model: str) -> None:
     out = ROOT / model / "neurons"
     out.mkdir(parents=True, exist_ok=True)
     settings = NeuronSettings(languages=LANGUAGES, tokens=STATS_TOKENS, seq_len=256, batch_size=4,
-                              similarity_items=SIMILARITY_ITEMS, n_boot=1000)
+                              similarity_items=similarity_items, n_boot=1000)
     handle = lensmap.load_model(model, dtype="float32")
     log(out, f"loaded {model}: {handle.n_layers} blocks, dtype {handle.dtype}")
     stats_path = out / "neuron_stats.npz"
@@ -81,7 +81,7 @@ def run(model: str) -> None:
     if not deact_path.exists():
         t0 = time.time()
         held = NeuronSettings(languages=LANGUAGES, seq_len=HELDOUT["seq_len"])
-        heldout = neuron_text(handle, held, LANGUAGES, "heldout", HELDOUT["tokens"])
+        heldout = neuron_text(handle, held, LANGUAGES, "heldout", heldout_tokens)
         frame = run_deactivation(handle, results.selection, heldout, site=stats.site, batch_size=2, progress=True)
         atomic_write_csv(deact_path, frame)
         log(out, f"deactivation: {time.time() - t0:.0f} s")
@@ -138,6 +138,9 @@ if __name__ == "__main__":
     parser.add_argument("models", nargs="+")
     parser.add_argument("--figures", action="store_true")
     parser.add_argument("--robustness", action="store_true")
+    parser.add_argument("--heldout-tokens", type=int, default=HELDOUT["tokens"],
+                        help="held-out tokens per language for the deactivation (a shared CPU: fewer)")
+    parser.add_argument("--similarity-items", type=int, default=SIMILARITY_ITEMS)
     args = parser.parse_args()
     if args.robustness:
         robustness(args.models)
@@ -145,4 +148,4 @@ if __name__ == "__main__":
         figures(args.models)
     else:
         for name in args.models:
-            run(name)
+            run(name, args.heldout_tokens, args.similarity_items)
