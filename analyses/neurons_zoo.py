@@ -116,6 +116,43 @@ def robustness(models: list[str]) -> None:
         print(frame.round(3).to_string(index=False))
 
 
+def summary(models: list[str]) -> None:
+    """The numbers analyses/neurons_zoo.md quotes, as markdown tables."""
+    from lensmap.metrics.neurons import diagonal_dominance
+
+    for model in models:
+        out = ROOT / model / "neurons"
+        print(f"\n### {model}\n")
+        settings = json.loads((out / "neurons.json").read_text())
+        print(f"tau {settings['tau']:.4f}, selected {settings['n_selected']} of {settings['n_blocks']} x "
+              f"{settings['d_mlp']}, eligible {settings['n_eligible']}")
+        dens = pd.read_csv(out / "neuron_density.csv")
+        per_lang = dens.groupby("language", sort=False)["n_neurons"].sum()
+        print("neurons per language: " + ", ".join(f"{k} {v}" for k, v in per_lang.sort_values().items()))
+        per_block = dens.groupby("block")["n_neurons"].sum()
+        print("assignments per block: " + " ".join(f"{b}:{v}" for b, v in per_block.items()))
+        over = pd.read_csv(out / "neuron_overlap.csv")
+        pairs = over[over.language_a < over.language_b].sort_values("jaccard", ascending=False)
+        print(pairs.head(6)[["language_a", "language_b", "n_shared", "jaccard"]].round(3).to_string(index=False))
+        sim = pd.read_csv(out / "neuron_similarity.csv")
+        for metric in ("region_difference", "alignment_difference"):
+            part = sim[sim.metric == metric].set_index("block")
+            print(metric + ": " + " ".join(f"{b}:{v:.3f}[{lo:.3f},{hi:.3f}]" for b, v, lo, hi in
+                                           zip(part.index, part.value, part.ci_low, part.ci_high)))
+        if (out / "deactivation.csv").exists():
+            deact = pd.read_csv(out / "deactivation.csv")
+            for control in ("language", "random"):
+                grid = deact[deact.control == control].pivot_table(index="neurons_of", columns="language",
+                                                                   values="loss_increase")
+                print(f"\n{control} (rows: whose neurons are off; n_sequences "
+                      f"{deact.n_sequences.iloc[0]}):\n" + grid.reindex(index=LANGUAGES, columns=LANGUAGES)
+                      .round(3).to_string())
+            own = deact[(deact.neurons_of == deact.language)]
+            print(own[["neurons_of", "control", "n_neurons", "base_loss", "loss_increase", "ci_low", "ci_high"]]
+                  .round(3).to_string(index=False))
+            print(diagonal_dominance(deact).round(3).to_string(index=False))
+
+
 def figures(models: list[str]) -> None:
     from figure_files import save_figure  # analyses/figure_files.py
 
@@ -138,11 +175,14 @@ if __name__ == "__main__":
     parser.add_argument("models", nargs="+")
     parser.add_argument("--figures", action="store_true")
     parser.add_argument("--robustness", action="store_true")
+    parser.add_argument("--summary", action="store_true")
     parser.add_argument("--heldout-tokens", type=int, default=HELDOUT["tokens"],
                         help="held-out tokens per language for the deactivation (a shared CPU: fewer)")
     parser.add_argument("--similarity-items", type=int, default=SIMILARITY_ITEMS)
     args = parser.parse_args()
-    if args.robustness:
+    if args.summary:
+        summary(args.models)
+    elif args.robustness:
         robustness(args.models)
     elif args.figures:
         figures(args.models)
