@@ -31,7 +31,8 @@ def log(out: Path, message: str) -> None:
         f.write(line + "\n")
 
 
-def run(model: str, heldout_tokens: int = HELDOUT["tokens"], similarity_items: int = SIMILARITY_ITEMS) -> None:
+def run(model: str, heldout_tokens: int = HELDOUT["tokens"], similarity_items: int = SIMILARITY_ITEMS,
+        heldout_seq_len: int = HELDOUT["seq_len"]) -> None:
     import lensmap
     from lensmap.io import atomic_write_csv, atomic_write_text
     from lensmap.metrics.neurons import NeuronStats, activation_similarity_frame, diagonal_dominance
@@ -80,7 +81,7 @@ def run(model: str, heldout_tokens: int = HELDOUT["tokens"], similarity_items: i
     deact_path = out / "deactivation.csv"
     if not deact_path.exists():
         t0 = time.time()
-        held = NeuronSettings(languages=LANGUAGES, seq_len=HELDOUT["seq_len"])
+        held = NeuronSettings(languages=LANGUAGES, seq_len=heldout_seq_len)
         heldout = neuron_text(handle, held, LANGUAGES, "heldout", heldout_tokens)
         frame = run_deactivation(handle, results.selection, heldout, site=stats.site, batch_size=2, progress=True)
         atomic_write_csv(deact_path, frame)
@@ -179,6 +180,7 @@ if __name__ == "__main__":
     parser.add_argument("--heldout-tokens", type=int, default=HELDOUT["tokens"],
                         help="held-out tokens per language for the deactivation (a shared CPU: fewer)")
     parser.add_argument("--similarity-items", type=int, default=SIMILARITY_ITEMS)
+    parser.add_argument("--heldout-seq-len", type=int, default=HELDOUT["seq_len"])
     args = parser.parse_args()
     if args.summary:
         summary(args.models)
@@ -188,4 +190,4 @@ if __name__ == "__main__":
         figures(args.models)
     else:
         for name in args.models:
-            run(name, args.heldout_tokens, args.similarity_items)
+            run(name, args.heldout_tokens, args.similarity_items, args.heldout_seq_len)
