@@ -10,6 +10,7 @@ dataclasses or DataFrames)::
 Tuned lens: train_tuned_lens, TunedLens.load, evaluate_lenses. Other capture libraries
 (TransformerLens, nnsight) and your own tensors: get_backend, as_handle, read_hidden.
 Phases: cldr_parallel / bible_parallel → run_similarity → detect_phases → recommend.
+Neurons: collect_neuron_stats → lape_select → run_deactivation; analyse_neurons, run_neurons.
 Evaluation: evaluate_model. Selective SFT: lensmap.training (train_sft, load_delta), run_sft.
 
 Where each part lives: docs/design.md.
@@ -38,12 +39,15 @@ from lensmap.lenses.training import TrainSettings, train_tuned_lens
 from lensmap.lenses.tuned import TunedLens
 from lensmap.metrics.hidden import read_hidden
 from lensmap.metrics.mass import Readout, read_layers, reduce_logits
+from lensmap.metrics.neurons import LapeSelection, NeuronStats, lape_select
 from lensmap.models.handle import ModelHandle
 from lensmap.models.loading import load_model, load_tokenizer
 from lensmap.models.selfcheck import check_last_layer_lens
+from lensmap.readout.neurons import NeuronSettings, analyse_neurons, collect_neuron_stats, run_deactivation
 from lensmap.readout.probes import ProbeResult, run_probes
 from lensmap.readout.states import run_similarity
 from lensmap.runs.evaluation import run_evaluation
+from lensmap.runs.neurons import run_neurons
 from lensmap.runs.report import analyse_phases, run_report
 from lensmap.runs.sft import run_sft
 from lensmap.version import __version__  # noqa: F401
@@ -59,4 +63,6 @@ __all__ = [
     "EvalSettings", "ParallelSet", "Phases", "Recommendation", "alignment_items", "analyse_phases", "bible_parallel",
     "cldr_parallel", "detect_phases", "evaluate_model", "files_parallel", "recommend", "run_evaluation", "run_sft",
     "run_similarity", "table_parallel", "target_mass_rows", "write_recommendation",
+    "LapeSelection", "NeuronSettings", "NeuronStats", "analyse_neurons", "collect_neuron_stats", "lape_select",
+    "run_deactivation", "run_neurons",
 ]

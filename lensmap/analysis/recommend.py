@@ -8,6 +8,9 @@ Strategies (layers are decoder blocks, 0-based; residual layer ``r`` is block ``
   blocks within the budget and says so in ``notes``.
 * ``cogsym`` — the outermost 25 % of blocks, half at the start and half at the end (an odd
   count puts the extra block at the end): 24 blocks → 0–2 and 21–23.
+* ``neurons`` — the blocks holding the most language-specific neurons (LAPE, ``neuron_density.csv``)
+  of the target languages (all languages of the frame when none are given), densest first, added
+  while they fit the parameter budget (at least one block).
 * ``custom`` — the blocks the user lists.
 
 ``modules`` are parameter-name prefixes (``model.layers.22.``) and the parameter counts come
@@ -108,6 +111,42 @@ class Evidence:
     budget: float = 0.05
     layers: Sequence[int] | None = None
     cogsym_fraction: float = 0.25
+    neuron_density: Any = None  # a neuron_density frame (lensmap.metrics.neurons.density_frame)
+    target_languages: Sequence[str] | None = None
+
+
+def neuron_layers(handle: ModelHandle, density: Any, languages: Sequence[str] | None = None,
+                  budget: float = 0.05) -> tuple[list[int], list[str]]:
+    """Blocks with the most language-specific neurons of ``languages``, densest first, within ``budget``."""
+    from lensmap.frames import require_columns
+
+    frame = require_columns(density, "neuron_density", "neuron_density")
+    if languages:
+        missing = [x for x in languages if x not in set(frame["language"])]
+        if missing:
+            raise LensmapError(f"the neuron density has no rows for {missing}; it has {sorted(set(frame['language']))}")
+        frame = frame[frame["language"].isin(list(languages))]
+    per_block = frame.groupby("block")["n_neurons"].sum()
+    per_block = per_block[per_block.index < handle.n_layers].sort_values(ascending=False, kind="stable")
+    if per_block.empty or per_block.iloc[0] == 0:
+        raise LensmapError("no language-specific neuron of the target languages was found; strategy neurons has "
+                           "nothing to choose from")
+    sizes, total = block_parameters(handle), count_parameters(handle.model)
+    chosen, used = [], 0
+    for block, n in per_block.items():
+        if n == 0 or (chosen and used + sizes[int(block)] > budget * total):
+            continue
+        chosen.append(int(block))
+        used += sizes[int(block)]
+    share = per_block[chosen].sum() / per_block.sum()
+    names = ", ".join(languages) if languages else "all languages"
+    return sorted(chosen), [f"These blocks hold {share:.0%} of the language-specific neurons of {names}."]
+
+
+def _neurons(handle: ModelHandle, evidence: Evidence) -> tuple[list[int], list[str]]:
+    if evidence.neuron_density is None:
+        raise LensmapError("strategy neurons needs the neuron analysis: add a neurons: section to the config")
+    return neuron_layers(handle, evidence.neuron_density, evidence.target_languages, evidence.budget)
 
 
 def _linguamap(handle: ModelHandle, evidence: Evidence) -> tuple[list[int], list[str]]:
@@ -142,6 +181,7 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("linguamap", _linguamap, True, "the final blocks from the generate boundary, within the budget"),
     Strategy("cogsym", _cogsym, False, "the outermost 25 % of blocks, split between both ends"),
     Strategy("custom", _custom, False, "the blocks the user lists"),
+    Strategy("neurons", _neurons, True, "the blocks densest in language-specific neurons, within the budget"),
 )}
 
 
@@ -153,6 +193,8 @@ def recommend(
     budget: float = 0.05,
     layers: Sequence[int] | None = None,
     cogsym_fraction: float = 0.25,
+    neuron_density: Any = None,
+    target_languages: Sequence[str] | None = None,
 ) -> Recommendation:
     """The trainable-layer set of ``strategy`` for ``handle`` (see the module docstring)."""
     if strategy not in STRATEGIES:
@@ -160,7 +202,8 @@ def recommend(
                            "(to add one, add a Strategy to lensmap.analysis.recommend.STRATEGIES)")
     if not 0 < budget <= 1:
         raise LensmapError(f"budget must be a fraction of the parameters in (0, 1]; got {budget}")
-    chosen, notes = STRATEGIES[strategy].choose(handle, Evidence(phases, budget, layers, cogsym_fraction))
+    chosen, notes = STRATEGIES[strategy].choose(handle, Evidence(phases, budget, layers, cogsym_fraction,
+                                                                neuron_density, target_languages))
     modules = layer_prefixes(handle, chosen)
     trainable = count_parameters(handle.model, modules)
     identity = model_identity(handle)

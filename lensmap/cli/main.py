@@ -166,6 +166,14 @@ def _sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def _neurons(args: argparse.Namespace) -> int:
+    from lensmap.runs.neurons import run_neurons
+
+    out = run_neurons(args.config, progress=not args.quiet, overwrite=args.overwrite)
+    print(f"wrote {out}/language_neurons.csv, {out}/deactivation.csv and {out}/report.html")
+    return 0
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("report", "run the lens analysis of a YAML config and write an HTML report",
             ((("config",), {"help": "YAML config (see examples/demo.yaml)"}), OVERWRITE, QUIET), _report),
@@ -204,6 +212,9 @@ COMMANDS: tuple[Command, ...] = (
             _eval),
     Command("sft", "fine-tune the recommended layers (and baselines) and compare with the base model",
             ((("config",), {"help": "YAML config (see examples/sft.yaml and docs/sft.md)"}), OVERWRITE, QUIET), _sft),
+    Command("neurons", "find language-specific neurons (LAPE), switch them off, compare activations across languages",
+            ((("config",), {"help": "YAML config (see examples/neurons.yaml and docs/neurons.md)"}), OVERWRITE, QUIET),
+            _neurons),
 )
 
 GROUPS = {"lens": "train or evaluate a tuned lens (lensmap lens train|eval CONFIG.yaml)"}

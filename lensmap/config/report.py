@@ -28,6 +28,7 @@ from lensmap.config.sections import (
 from lensmap.errors import ConfigError
 from lensmap.evaluation.protocol import EvalSettings, validate_settings
 from lensmap.languages.lid import check_language_field
+from lensmap.readout.neurons import NeuronSettings, validate_neuron_settings
 from lensmap.schema import build, check_choice, path_field, read_yaml
 
 
@@ -50,6 +51,7 @@ class ReportConfig(ModelSection):
     phases: PhasesConfig = field(default_factory=PhasesConfig)
     evaluate: bool = False  # also run the four-scenario evaluation (`evaluation:`) and add it to the report
     evaluation: EvalSettings = field(default_factory=EvalSettings)
+    neurons: NeuronSettings | None = None  # language-specific neurons (docs/neurons.md), a section of the report
 
 
 def validate(config: ReportConfig) -> ReportConfig:
@@ -78,6 +80,10 @@ def validate(config: ReportConfig) -> ReportConfig:
     validate_output(config.output, "reports/demo")
     for i, probe in enumerate(config.probes):
         validate_probe(probe, config.languages, f"probes[{i}]")
+    if config.neurons is not None:
+        validate_neuron_settings(config.neurons, config.neurons.languages or config.languages)
+    elif config.phases.enabled and config.phases.strategy == "neurons":
+        raise ConfigError("phases.strategy: neurons needs the neuron analysis; add a neurons: section (docs/neurons.md)")
     return config
 
 

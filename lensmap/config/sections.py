@@ -185,7 +185,7 @@ class PhasesConfig:
     n_boot: int = 1000  # bootstrap resamples of the similarity intervals
     phase_boot: int = 200  # bootstrap resamples of the boundaries
     seed: int = 0
-    strategy: str = "linguamap"  # a recommendation strategy: linguamap | cogsym | custom
+    strategy: str = "linguamap"  # a recommendation strategy: linguamap | cogsym | custom | neurons
     budget: float = 0.05  # linguamap: largest fraction of parameters to train
     layers: list[int] = field(default_factory=list)  # custom: the blocks
 

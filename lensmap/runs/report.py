@@ -85,7 +85,7 @@ class PhaseOutputs(NamedTuple):
 
 
 def analyse_phases(handle: ModelHandle, config: ReportConfig, result: ProbeResult | None = None, *,
-                   progress: bool = True) -> PhaseOutputs:
+                   progress: bool = True, neuron_density: pd.DataFrame | None = None) -> PhaseOutputs:
     """Similarity of parallel items, phase boundaries and the recommendation for one model.
 
     ``phases`` is None (and the note says why) when the model or the probes cannot carry a
@@ -105,8 +105,12 @@ def analyse_phases(handle: ModelHandle, config: ReportConfig, result: ProbeResul
                                seed=section.seed)
     except LensmapError as error:
         note = f"No phase analysis: {error}."
+    targets = None
+    if neuron_density is not None:  # strategy neurons: the probes' target languages the neuron analysis covers
+        targets = sorted({p.target for p in config.probes if p.target} & set(neuron_density["language"])) or None
     recommendation = recommend(handle, section.strategy, phases=phases, budget=section.budget,
-                               layers=section.layers or None)
+                               layers=section.layers or None, neuron_density=neuron_density,
+                               target_languages=targets)
     return PhaseOutputs(phases, similarity, recommendation, note)
 
 
@@ -123,6 +127,7 @@ class ReportResults:
     lens: Any = None
     phases: PhaseOutputs | None = None
     evaluation: tuple[pd.DataFrame, pd.DataFrame] | None = None
+    neurons: Any = None  # lensmap.readout.neurons.NeuronResults when the config has a neurons: section
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -152,8 +157,14 @@ def compute_report(config: ReportConfig, *, progress: bool = True) -> ReportResu
     )
     clock.lap("lens_readout")
     out = ReportResults(handle, prompts, vmap, result, lens_name, lens_eval, lens)
+    if config.neurons is not None:  # before the phases: strategy neurons reads its density
+        from lensmap.readout.neurons import analyse_neurons
+
+        out.neurons = analyse_neurons(handle, config.neurons, config.languages, progress=progress)
+        clock.lap("neurons")
     if config.phases.enabled:
-        out.phases = analyse_phases(handle, config, result, progress=progress)
+        out.phases = analyse_phases(handle, config, result, progress=progress,
+                                    neuron_density=out.neurons.density if out.neurons is not None else None)
         clock.lap("phases")
     if config.evaluate:
         from lensmap.evaluation.protocol import evaluate_model
@@ -179,6 +190,10 @@ def report_sections(config: ReportConfig, results: ReportResults) -> list[Report
         sections.insert(1, phase_section(phases.phases, phases.similarity, phases.recommendation, phases.note))
     if results.evaluation is not None:
         sections += evaluation_sections(*results.evaluation)
+    if results.neurons is not None:
+        from lensmap.runs.neurons import section_for
+
+        sections.append(section_for(results.neurons))
     return sections
 
 
@@ -210,6 +225,10 @@ def write_report_outputs(out: Path, config: ReportConfig, results: ReportResults
             atomic_write_text(out / "phases.json", json.dumps(results.phases.phases.to_dict(), indent=2))
     if results.evaluation is not None:
         write_evaluation(out, *results.evaluation)
+    if results.neurons is not None:
+        from lensmap.runs.neurons import write_neurons
+
+        write_neurons(out, results.neurons, results.handle.name)
     sections = report_sections(config, results)
     handle = results.handle
     write_report(out / "report.html", sections, title=config.title or f"lensmap report: {handle.name}",
