@@ -27,7 +27,7 @@ LAYERS = [
     {"figures"},
     {"config"},
     {"runs"},
-    {"cli"},
+    {"cli", "__main__"},
 ]
 RANK = {part: i for i, layer in enumerate(LAYERS) for part in layer}
 
