@@ -15,10 +15,10 @@ from types import SimpleNamespace
 import torch
 import transformers as tf
 
+from lensmap.distributed import barrier, is_main_process, world_size
 from lensmap.models.handle import ModelHandle
 from lensmap.training import SFTSettings, from_layers, save_delta, snapshot, train_sft
 from lensmap.training.delta import changed_parameters
-from lensmap.training.distributed import barrier, is_main_process, world_size
 from lensmap.training.prompts import Example
 
 

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 WORKER = Path(__file__).with_name("distributed_sft_worker.py")
@@ -81,3 +82,27 @@ def test_lensmap_sft_under_torchrun_writes_once_and_matches_one_process(tmp_path
     assert sorted(a) == sorted(b) and all(n.startswith("model.layers.2.") for n in a)
     for name in a:
         assert (a[name] - b[name]).abs().max() < 1e-5, name
+
+
+def test_neuron_statistics_split_over_two_processes_equal_one_pass(tmp_path):
+    sys.path.insert(0, str(WORKER.parent))
+    from distributed_stats_worker import corpus, handle
+
+    from lensmap.metrics.neurons import NeuronStats
+    from lensmap.readout.neurons import collect_neuron_stats
+
+    out = tmp_path / "stats.npz"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr",
+                           "127.0.0.1", "--master_port", str(_free_port()), str(WORKER.with_name(
+                               "distributed_stats_worker.py")), str(out)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    split = NeuronStats.load(out)
+    whole = collect_neuron_stats(handle(), corpus(), batch_size=2)
+    assert torch.equal(split.tokens, whole.tokens) and torch.equal(split.positive, whole.positive)
+    assert split.tokens[:, 0].tolist() == [36, 20, 47]  # every real token of each language, counted once
+    # other batch mates mean other float32 matmul blocking in the model: activations agree to float32 rounding
+    assert torch.allclose(split.total, whole.total, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(split.squares, whole.squares, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(split.total, torch.zeros_like(split.total))

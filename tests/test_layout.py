@@ -14,7 +14,7 @@ ROOT = Path(__file__).parents[1] / "lensmap"
 
 # The flow of docs/design.md, bottom to top. Modules of one layer may import each other.
 LAYERS = [
-    {"errors", "io", "schema", "frames", "signals", "version", "outputs"},
+    {"errors", "io", "schema", "frames", "signals", "version", "outputs", "distributed"},
     {"models"},
     {"capture"},
     {"languages"},

@@ -27,6 +27,7 @@ from lensmap.capture.neuron_ablation import NeuronSet, zero_neurons
 from lensmap.capture.residuals import run_forward
 from lensmap.data.parallel import bible_parallel, files_parallel, table_parallel
 from lensmap.data.text import load_corpus, pack_passages
+from lensmap.distributed import shard, sum_across_processes
 from lensmap.errors import LensmapError, LensmapWarning
 from lensmap.metrics.neurons import (
     LapeSelection,
@@ -133,6 +134,31 @@ def collect_neuron_stats(
             with activation_hooks(handle, mask.to(device), consume, site=site) as trace:
                 run_forward(handle.model, ids.to(device), attn.to(device))
             trace.check()
+    return stats
+
+
+def collect_neuron_stats_parallel(
+    handle: ModelHandle,
+    sequences: Mapping[str, Sequences],
+    *,
+    site: str = "act",
+    batch_size: int = 4,
+    progress: bool = False,
+) -> NeuronStats:
+    """:func:`collect_neuron_stats` split over the processes of a ``torchrun`` launch.
+
+    Process ``r`` of ``N`` streams sequences ``r, r+N, …`` of every language; the sums are then
+    added across processes, so every process returns the statistics of the whole corpus: token
+    counts exactly, sums to float32 rounding of the activations (other batch mates, other
+    matmul blocking). In a one-process run this is
+    :func:`collect_neuron_stats`.
+    """
+    mine = {lang: shard(_as_lists(rows)) for lang, rows in sequences.items()}
+    languages = list(sequences)
+    stats = NeuronStats.empty(languages, handle.n_layers, mlp_width(handle, site), site)
+    stats = collect_neuron_stats(handle, {lang: rows for lang, rows in mine.items() if rows}, site=site,
+                                 batch_size=batch_size, stats=stats, progress=progress)
+    sum_across_processes([stats.tokens, stats.positive, stats.total, stats.squares])
     return stats
 
 

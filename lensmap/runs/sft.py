@@ -27,6 +27,7 @@ import pandas as pd
 from lensmap.analysis.recommend import recommend
 from lensmap.config.report import load_config
 from lensmap.config.sft import SFTConfig, load_sft_config
+from lensmap.distributed import is_main_process, local_device, sharded_parameters_engine, world_size
 from lensmap.errors import LensmapError, OutputError, TrainingError
 from lensmap.evaluation.protocol import evaluate_model
 from lensmap.figures.html import write_report
@@ -41,7 +42,6 @@ from lensmap.readout.probes import run_probes
 from lensmap.runs.common import load_for
 from lensmap.runs.report import analyse_phases, build_prompts
 from lensmap.training.delta import changed_parameters, save_delta, snapshot
-from lensmap.training.distributed import is_main_process, local_device, sharded_parameters_engine, world_size
 from lensmap.training.items import (
     SFTItem,
     check_item_languages,

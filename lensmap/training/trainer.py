@@ -26,9 +26,9 @@ import pandas as pd
 import torch
 from torch import nn
 
+from lensmap.distributed import world_size
 from lensmap.errors import TrainingError
 from lensmap.models.handle import ModelHandle
-from lensmap.training.distributed import world_size
 from lensmap.training.prompts import DEFAULT_LOSS_SPANS, Example, collate
 from lensmap.training.selection import TrainableSet, apply
 
