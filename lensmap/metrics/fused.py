@@ -57,20 +57,24 @@ class ColumnMap:
     Attributes:
         weights: ``[vocab, n_columns]`` float32, each row summing to 1.
         column: ``[vocab]`` long column id of each token when the map is hard (one-hot rows), else None.
+        with_ones: ``[vocab, n_columns + 1]``, ``weights`` and a column of ones, so that one
+            matmul gives the mass per column and the softmax denominator.
     """
 
     weights: Tensor
     column: Tensor | None
+    with_ones: Tensor
 
     @classmethod
     def from_weights(cls, weights: Tensor) -> "ColumnMap":
         weights = weights.float()
         one_hot = bool(((weights == 0) | (weights == 1)).all()) and bool((weights.sum(1) == 1).all())
-        return cls(weights, weights.argmax(1) if one_hot else None)
+        with_ones = torch.cat([weights, torch.ones(weights.shape[0], 1, device=weights.device)], 1)
+        return cls(weights, weights.argmax(1) if one_hot else None, with_ones)
 
     def to(self, device) -> "ColumnMap":
         column = None if self.column is None else self.column.to(device)
-        return ColumnMap(self.weights.to(device), column)
+        return ColumnMap(self.weights.to(device), column, self.with_ones.to(device))
 
 
 def _gather_plan(rows: int, token_ids: Tensor | None, sets: TokenSets | None) -> tuple[Tensor, Tensor, int]:
@@ -135,9 +139,7 @@ def fused_reduce(
     hard = segment_sum and columns.column is not None
 
     m = torch.full((rows,), float("-inf"), **f32)
-    s = torch.zeros(rows, **f32)
     t = torch.zeros(rows, **f32)
-    mass = torch.zeros(rows, n_cols, **f32)
     top = torch.zeros(rows, dtype=torch.long, device=device)
 
     ids = None if token_ids is None or not token_ids.numel() else token_ids.to(device)
@@ -161,24 +163,27 @@ def fused_reduce(
     raw = torch.empty(rows, vocab_tile, dtype=dtype, device=device)
     x32 = raw if dtype == torch.float32 else torch.empty(rows, vocab_tile, **f32)
     e = torch.empty(rows, vocab_tile, **f32)
+    sums = torch.zeros(rows, n_cols + 1, **f32)  # mass per column, then S in the last column
     with torch.no_grad():
         for j, v0 in enumerate(range(0, vocab, vocab_tile)):
             v1 = min(v0 + vocab_tile, vocab)
-            width = v1 - v0
-            xr = _logits_into(raw[:, :width], head, h, v0, v1)
-            x = xr if x32 is raw else x32[:, :width].copy_(xr)
-            tile_max, tile_arg = x.max(1)
-            top = torch.where(tile_max > m, tile_arg + v0, top)
+            xr = _logits_into(raw[:, : v1 - v0], head, h, v0, v1)
+            x = xr if x32 is raw else x32[:, : v1 - v0].copy_(xr)  # one float32 copy, exact
+            tile_max = x.amax(1)
+            grows = (tile_max > m).nonzero().squeeze(1)  # about ln(#tiles) times per row in all
+            if grows.numel():
+                top[grows] = x[grows].argmax(1) + v0  # first maximum, as in the reference
             m_new = torch.maximum(m, tile_max)
             scale = torch.exp(m - m_new)
-            ex = torch.sub(x, m_new[:, None], out=e[:, :width]).exp_()
-            s.mul_(scale).add_(ex.sum(1))
-            mass.mul_(scale[:, None])
+            ex = torch.sub(x, m_new[:, None], out=e[:, : v1 - v0]).exp_()
+            sums.mul_(scale[:, None])
             if hard:
                 # per tile, then added: one long sequential float32 sum would drift by ~1e-5
-                mass.add_(torch.zeros_like(mass).index_add_(1, columns.column[v0:v1], ex))
+                part = torch.zeros_like(sums).index_add_(1, columns.column[v0:v1], ex)
+                part[:, -1] = ex.sum(1)
+                sums.add_(part)
             else:
-                mass.addmm_(ex, columns.weights[v0:v1])
+                sums.addmm_(ex, columns.with_ones[v0:v1])
             t.mul_(scale).add_(ex.mul_(x).sum(1))  # ex is spent after this
             m = m_new
             if ids is not None:
@@ -186,6 +191,8 @@ def fused_reduce(
             lo, hi = bounds[j], bounds[j + 1]
             if hi > lo:
                 picked[lo:hi] = x[g_row_s[lo:hi], g_tok_s[lo:hi] - v0]
+    s = sums[:, -1]
+    mass = sums[:, :-1]
 
     logit = torch.empty_like(picked)
     logit[order] = picked
