@@ -18,7 +18,6 @@ import json
 import time
 
 import torch
-
 from memory import MIXED_TEXT  # benchmarks/memory.py
 
 

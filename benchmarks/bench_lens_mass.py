@@ -11,8 +11,8 @@ Timing: all methods live in one process and run interleaved (one repeat of each,
 next), torch threads pinned to ``--threads`` for all; reported is the minimum and the median
 over ``--repeats``. Ratios are against ``matmul``, whose capture is included, as in lensmap's
 (the forward pass is part of both); ``lens only`` ratios exclude the capture from both sides.
-Peak memory: each method once more in its own subprocess, extra peak RSS above the RSS once
-the model and inputs are loaded (large buffers from mmap so that RSS is each method's own).
+Peak memory: each method of ``--memory-methods`` in its own subprocess, after one warm-up run
+(the weights are memory-mapped and paged in by the first forward), extra peak RSS above the RSS once the model and inputs are loaded (large buffers from mmap so that RSS is each method's own).
 
     python benchmarks/bench_lens_mass.py --model qwen2.5-0.5b --dtype float32 --batch 2 --tokens 64
 """
@@ -29,7 +29,6 @@ import sys
 import time
 
 import torch
-
 from memory import MIXED_TEXT, reset_peak, status_mb  # benchmarks/memory.py
 
 METHODS = ("lensmap", "matmul", "generic", "naive")
@@ -83,7 +82,7 @@ def setup(args):
 def memory_worker(method: str, args) -> dict:
     full, _, _, info = setup(args)
     fn = full[method]
-    fn()  # warm-up
+    fn()  # warm-up: the weights are memory-mapped, and the first forward pages them in
     gc.collect()
     reset_peak()
     base_rss = status_mb("VmRSS")
@@ -124,14 +123,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--methods", default=",".join(METHODS))
-    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory subprocesses")
+    parser.add_argument("--memory-methods", default=",".join(METHODS), help="methods whose peak memory is read ('' for none)")
     parser.add_argument("--json", default=None, help="also write the results here")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         print(json.dumps(memory_worker(args.worker, args)))
         return
-    result = timing(args)
+    result = timing(args) if args.methods else {"times_s": {}, "lens_only_times_s": {}, "capture_times_s": [float("nan")],
+                                                 "rows": None, "vocab": None, "dtype": args.dtype}
     t, lt = result["times_s"], result["lens_only_times_s"]
     print(f"rows (layers x positions): {result['rows']}, vocab {result['vocab']}, dtype {result['dtype']}, "
           f"threads {args.threads}, {args.repeats} interleaved repeats")
@@ -140,7 +140,7 @@ def main() -> None:
               + (f"   lens only min {min(lt[m]):7.3f} s" if m in lt else ""), flush=True)
     print(f"capture (positions all) min {min(result['capture_times_s']):.3f} s")
     ratios = {}
-    if "matmul" in t:
+    if "matmul" in t and "lensmap" in t:
         for m in t:
             if m != "matmul":
                 ratios[f"{m}/matmul"] = min(t[m]) / min(t["matmul"])
@@ -148,19 +148,19 @@ def main() -> None:
                 if m in lt:
                     ratios[f"{m}/matmul lens only"] = min(lt[m]) / min(lt["matmul"])
         ratios["lensmap/(matmul without capture)"] = min(t["lensmap"]) / min(lt["matmul"])
-    if "naive" in t:
+    if "naive" in t and "lensmap" in t:
         ratios["lensmap/naive"] = min(t["lensmap"]) / min(t["naive"])
-    if not args.no_memory:
+    if args.memory_methods:
         env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="1048576")
         argv = [a for a in sys.argv[1:]]
         memory = {}
-        for m in t:
+        for m in args.memory_methods.split(","):
             cmd = [sys.executable, __file__, "--worker", m] + argv
             out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1]
             memory[m] = json.loads(out)["extra_peak_mb"]
             print(f"{m:8s} extra peak {memory[m]:.0f} MB", flush=True)
         result["extra_peak_mb"] = memory
-        if "naive" in memory:
+        if "naive" in memory and "lensmap" in memory:
             ratios["memory lensmap/naive"] = memory["lensmap"] / max(memory["naive"], 1)
     result["ratios"] = ratios
     for key, value in ratios.items():
