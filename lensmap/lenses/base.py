@@ -1,10 +1,11 @@
-"""The small protocol every lens follows."""
+"""The small protocol every lens follows, and the optional capability that lets the reduction fuse."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from torch import Tensor
+from torch import Tensor, nn
 
 
 @runtime_checkable
@@ -18,3 +19,34 @@ class Lens(Protocol):
     name: str
 
     def decode(self, hidden: Tensor, layer: int) -> Tensor: ...
+
+
+@dataclass
+class HeadInputs:
+    """What a linear read-out needs: ``logits = softcap(normed @ weight.T + bias)``.
+
+    Attributes:
+        normed: ``[rows, d_model]`` vectors right before the unembedding (final norm applied),
+            on the unembedding's device, in the dtype the final norm returns.
+        weight: ``[vocab, d_model]`` unembedding weight (the model's own tensor, not a copy).
+        bias: ``[vocab]`` or None.
+        softcap: the final-logit soft-cap ``c`` of ``tanh(x / c) * c``, or None.
+    """
+
+    normed: Tensor
+    weight: Tensor
+    bias: Tensor | None
+    softcap: float | None
+
+
+def plain_linear(module: nn.Module) -> bool:
+    """True when calling ``module`` is exactly ``F.linear(x, weight, bias)``: an ``nn.Linear``
+    whose forward is not overridden and that carries no hooks (a hook could change the output)."""
+    return (
+        isinstance(module, nn.Linear)
+        and type(module).forward is nn.Linear.forward
+        and not module._forward_hooks
+        and not module._forward_pre_hooks
+        and not nn.modules.module._global_forward_hooks
+        and not nn.modules.module._global_forward_pre_hooks
+    )

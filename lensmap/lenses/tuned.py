@@ -31,7 +31,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from lensmap.errors import LensFileError, LensmapError
-from lensmap.lenses.logit import LogitLens
+from lensmap.lenses.base import HeadInputs
+from lensmap.lenses.logit import LogitLens, head_inputs
 from lensmap.models.handle import ModelHandle, execution_device
 from lensmap.models.identity import describe_fingerprint, fingerprint_mismatch, model_fingerprint
 
@@ -95,6 +96,10 @@ class TunedLens(nn.Module):
     def decode(self, hidden: Tensor, layer: int) -> Tensor:
         """``[..., d_model]`` residuals of layer ``layer`` → ``[..., vocab]`` logits (model dtype)."""
         return self._logit.decode(self.translate(hidden, layer))
+
+    def head_inputs(self, hidden: Tensor, layer: int) -> HeadInputs | None:
+        """The translated, normed rows and the unembedding (see :meth:`LogitLens.head_inputs`)."""
+        return head_inputs(self.handle, self.translate(hidden, layer))
 
     # ----------------------------------------------------------------------- save / load
 
