@@ -61,6 +61,17 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     Table("sft_comparison", "sft_comparison.csv",
           ("variant", "benchmark", "scenario", "language", "n", "accuracy", "language_consistency"),
           ("variant", "scenario", "language", "n", "accuracy", "language_consistency")),
+    Table("sweep", "sweep.csv",
+          ("model", "intervention", "direction", "k", "blocks", "language", "metric", "value", "ci_low", "ci_high",
+           "n_items"),
+          ("model", "intervention", "direction", "k", "language", "metric", "value", "ci_low", "ci_high")),
+    Table("patching", "patching.csv",
+          ("model", "source_language", "target_language", "layer", "concept", "language", "prob", "ci_low", "ci_high",
+           "n_pairs"),
+          ("source_language", "target_language", "layer", "concept", "language", "prob")),
+    Table("patching_switch", "patching_switch.csv",
+          ("model", "source_language", "target_language", "switch", "layer", "ci_low", "ci_high", "n_pairs"),
+          ("source_language", "target_language", "switch", "layer", "ci_low", "ci_high")),
 )}
 
 

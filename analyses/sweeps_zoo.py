@@ -1,0 +1,89 @@
+"""Layer sweeps (skip, input and output side) and cross-lingual patching on the zoo models.
+
+Per model and language (fr, de, zh, ja, ru): 16 English-answer translation items, 16
+target-answer items, 10 Bible passages (32 tokens), the 20 shipped MMLU samples and 6 greedy
+generations; k = 0, 2, ..., L from both sides (generation every 4th k). Patching: fr→zh, de→ru,
+ja→fr (16 pairs each before the filter). Resumable: each language and each pair is saved under
+``analyses/results/<model>/sweeps/parts/`` and skipped when present.
+
+    OMP_NUM_THREADS=1 python analyses/sweeps_zoo.py qwen2.5-0.5b
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+import lensmap as lm
+from lensmap.config.sweep import PatchingSettings, SweepSettings
+from lensmap.figures.html import write_report
+from lensmap.figures.sweeps import sweep_section
+from lensmap.io import atomic_write_csv, atomic_write_text
+from lensmap.metrics.sweeps import drop_curves, halving_k, layer_profile
+from lensmap.readout.patching import patch_pairs, patching_frames
+from lensmap.runs.sweep import compute_sweep, sweep_recommendations
+
+ROOT = Path(__file__).resolve().parents[1]
+LANGUAGES = ["fr", "de", "zh", "ja", "ru"]
+PAIRS = [("fr", "zh"), ("de", "ru"), ("ja", "fr")]
+
+
+def settings_for(n_layers: int) -> SweepSettings:
+    return SweepSettings(n=16, text_n=10, text_tokens=32, ks=list(range(0, n_layers + 1, 2)), generation_n=6,
+                         generation_tokens=8, generation_stride=4, budget=0.1, n_boot=1000,
+                         patching=PatchingSettings(enabled=False))
+
+
+def run(model: str) -> None:
+    out = ROOT / "analyses" / "results" / model / "sweeps"
+    parts = out / "parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    handle = lm.load_model(model)
+    settings = settings_for(handle.n_layers)
+    timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
+    for lang in LANGUAGES:
+        path = parts / f"sweep_{lang}.csv"
+        if path.exists():
+            continue
+        start = time.perf_counter()
+        res = compute_sweep(handle, [lang], settings, progress=False)
+        atomic_write_csv(path, res.sweep)
+        timings[f"sweep_{lang}"] = round(time.perf_counter() - start, 1)
+        atomic_write_text(out / "timings.json", json.dumps(timings, indent=2))
+        print(model, lang, timings[f"sweep_{lang}"], "s", flush=True)
+    for x, y in PAIRS:
+        path = parts / f"patching_{x}_{y}.csv"
+        if path.exists():
+            continue
+        start = time.perf_counter()
+        pairs = patch_pairs(handle.tokenizer, x, y, n=16)
+        probs, switches = patching_frames(handle, pairs)
+        atomic_write_csv(path, probs)
+        atomic_write_csv(parts / f"switch_{x}_{y}.csv", switches)
+        timings[f"patching_{x}_{y}"] = round(time.perf_counter() - start, 1)
+        atomic_write_text(out / "timings.json", json.dumps(timings, indent=2))
+        print(model, "patching", x, y, timings[f"patching_{x}_{y}"], "s", flush=True)
+    sweep = pd.concat([pd.read_csv(parts / f"sweep_{lang}.csv") for lang in LANGUAGES], ignore_index=True)
+    patching = pd.concat([pd.read_csv(parts / f"patching_{x}_{y}.csv") for x, y in PAIRS], ignore_index=True)
+    switches = pd.concat([pd.read_csv(parts / f"switch_{x}_{y}.csv") for x, y in PAIRS], ignore_index=True)
+    curves = drop_curves(sweep)
+    halving = halving_k(curves)
+    recs = sweep_recommendations(handle, halving, curves, settings)
+    atomic_write_csv(out / "sweep.csv", sweep)
+    atomic_write_csv(out / "patching.csv", patching)
+    atomic_write_csv(out / "patching_switch.csv", switches)
+    atomic_write_csv(out / "halving.csv", halving)
+    for name, rec in recs.items():
+        atomic_write_text(out / f"recommendation_{name}.json", json.dumps(rec.to_dict(), indent=2))
+    write_report(out / "report.html", [sweep_section(curves, halving, layer_profile(curves), patching, switches, recs)],
+                 title=f"lensmap sweep: {model}")
+    print(model, "done", flush=True)
+
+
+if __name__ == "__main__":
+    for name in sys.argv[1:] or ["qwen2.5-0.5b", "gemma-3-270m"]:
+        run(name)
