@@ -148,6 +148,14 @@ def _sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from lensmap.runs.sweep import run_sweep
+
+    out = run_sweep(args.config, progress=not args.quiet, overwrite=args.overwrite)
+    print(f"wrote {out}/sweep.csv, {out}/patching.csv, {out}/recommendation.json and {out}/report.html")
+    return 0
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("report", "run the lens analysis of a YAML config and write an HTML report",
             ((("config",), {"help": "YAML config (see examples/demo.yaml)"}), OVERWRITE, QUIET), _report),
@@ -177,6 +185,9 @@ COMMANDS: tuple[Command, ...] = (
             _eval),
     Command("sft", "fine-tune the recommended layers (and baselines) and compare with the base model",
             ((("config",), {"help": "YAML config (see examples/sft.yaml and docs/sft.md)"}), OVERWRITE, QUIET), _sft),
+    Command("sweep", "layer sweeps (skip/ablate/revert from the input and output side) and cross-lingual patching",
+            ((("config",), {"help": "YAML config (see examples/sweep.yaml and docs/sweeps.md)"}), OVERWRITE, QUIET),
+            _sweep),
 )
 
 GROUPS = {"lens": "train or evaluate a tuned lens (lensmap lens train|eval CONFIG.yaml)"}

@@ -50,6 +50,7 @@ class SweepSettings:
     text_n: int = 20  # passages per language for the next-token loss
     text_tokens: int = 48
     mmlu: bool = True  # multiple-choice accuracy on the shipped MMLU samples (20 per language)
+    mmlu_n: int = 20  # how many of them
     generation_n: int = 8  # prompts per language for the share of greedy generations in the language; 0 = off
     generation_tokens: int = 12
     generation_stride: int = 2  # generate only at k (or block) divisible by this, to save time
@@ -85,7 +86,7 @@ def validate_sweep(settings: SweepSettings, languages: list[str], where: str = "
         raise ConfigError(f"{where}.directions must list at least one of {', '.join(DIRECTIONS)}")
     for i, name in enumerate(settings.directions):
         check_choice(name, DIRECTIONS, f"{where}.directions[{i}]")
-    for name in ("n", "text_n", "text_tokens", "window", "batch_size", "n_boot", "generation_tokens", "generation_stride"):
+    for name in ("n", "mmlu_n", "text_n", "text_tokens", "window", "batch_size", "n_boot", "generation_tokens", "generation_stride"):
         if getattr(settings, name) < 1:
             raise ConfigError(f"{where}.{name} must be at least 1; got {getattr(settings, name)}")
     if settings.generation_n < 0:

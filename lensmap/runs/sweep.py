@@ -56,7 +56,7 @@ def build_tasks(handle: ModelHandle, languages: list[str], settings: SweepSettin
             tasks.append(target_answer_task(tok, lang, settings.n, settings.seed))
         tasks.append(text_task(tok, lang, language_passages(lang, settings.text_n), settings.text_tokens))
         if settings.mmlu and lang in SAMPLE_LANGUAGES:
-            tasks.append(mmlu_task(tok, lang, load_benchmark("mmlu", lang)))
+            tasks.append(mmlu_task(tok, lang, load_benchmark("mmlu", lang)[:settings.mmlu_n]))
     return tasks
 
 
