@@ -10,6 +10,7 @@ dataclasses or DataFrames)::
 Tuned lens: train_tuned_lens, TunedLens.load, evaluate_lenses. Other capture libraries
 (TransformerLens, nnsight) and your own tensors: get_backend, as_handle, read_hidden.
 Phases: cldr_parallel / bible_parallel → run_similarity → detect_phases → recommend.
+Layer sweeps and patching: Intervention, intervene, compute_sweep, run_sweep.
 Evaluation: evaluate_model. Selective SFT: lensmap.training (train_sft, load_delta), run_sft.
 
 Where each part lives: docs/design.md.
@@ -20,6 +21,7 @@ from lensmap import figures as plots  # lm.plots.mass_heatmap(...): every figure
 from lensmap.analysis.phases import Phases, alignment_items, detect_phases, target_mass_rows
 from lensmap.analysis.recommend import Recommendation, recommend, write_recommendation
 from lensmap.capture import backends
+from lensmap.capture.ablation import Intervention, intervene
 from lensmap.capture.backends import as_handle, get_backend
 from lensmap.capture.hooks import residual_hooks
 from lensmap.capture.inputs import select_positions
@@ -46,6 +48,7 @@ from lensmap.readout.states import run_similarity
 from lensmap.runs.evaluation import run_evaluation
 from lensmap.runs.report import analyse_phases, run_report
 from lensmap.runs.sft import run_sft
+from lensmap.runs.sweep import compute_sweep, run_sweep
 from lensmap.version import __version__  # noqa: F401
 
 __all__ = [
@@ -59,4 +62,5 @@ __all__ = [
     "EvalSettings", "ParallelSet", "Phases", "Recommendation", "alignment_items", "analyse_phases", "bible_parallel",
     "cldr_parallel", "detect_phases", "evaluate_model", "files_parallel", "recommend", "run_evaluation", "run_sft",
     "run_similarity", "table_parallel", "target_mass_rows", "write_recommendation",
+    "Intervention", "compute_sweep", "intervene", "run_sweep",
 ]

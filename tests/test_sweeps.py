@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import torch
 import transformers as tf
-
 from conftest import TINY, tiny_model
+
 from lensmap.capture.ablation import (
     Intervention,
     RevertSource,

@@ -5,6 +5,7 @@
 * :mod:`~lensmap.figures.phases` — cross-lingual similarity, phase bands, the recommendation;
 * :mod:`~lensmap.figures.evaluation` — the four-scenario evaluation;
 * :mod:`~lensmap.figures.sft` — selective SFT against its baselines;
+* :mod:`~lensmap.figures.sweeps` — layer-sweep drop curves, the perception/production profile, patching;
 * :mod:`~lensmap.figures.style` — colours and layout every figure shares;
 * :mod:`~lensmap.figures.html` — the self-contained HTML report.
 
@@ -18,6 +19,7 @@ from lensmap.figures.lens_eval import eval_section, lens_eval_curves
 from lensmap.figures.phases import add_phase_bands, phase_curves, phase_section, similarity_curves
 from lensmap.figures.sft import language_heatmap, mass_difference, scenario_bars, sft_sections, training_curves
 from lensmap.figures.style import BUCKETS, LANGUAGE_COLORS, language_color, language_order
+from lensmap.figures.sweeps import drop_curves_figure, patching_figure, profile_figure, sweep_section
 
 __all__ = [
     "BUCKETS", "LANGUAGE_COLORS", "ReportSection", "add_phase_bands", "answer_curves", "default_sections",
@@ -25,4 +27,5 @@ __all__ = [
     "language_order", "lens_eval_curves", "mass_curves", "mass_difference", "mass_heatmap", "phase_curves",
     "phase_section", "render_report", "scenario_bars", "scenario_language_heatmap", "sft_sections",
     "similarity_curves", "training_curves", "write_report",
+    "drop_curves_figure", "patching_figure", "profile_figure", "sweep_section",
 ]

@@ -123,6 +123,7 @@ class ReportResults:
     lens: Any = None
     phases: PhaseOutputs | None = None
     evaluation: tuple[pd.DataFrame, pd.DataFrame] | None = None
+    sweep: Any = None  # lensmap.runs.sweep.SweepResults when the config has a sweep: section
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -160,6 +161,11 @@ def compute_report(config: ReportConfig, *, progress: bool = True) -> ReportResu
 
         out.evaluation = evaluate_model(handle, config.evaluation, progress=progress)
         clock.lap("evaluation")
+    if config.sweep.enabled:
+        from lensmap.runs.sweep import compute_sweep
+
+        out.sweep = compute_sweep(handle, config.languages, config.sweep, progress=progress)
+        clock.lap("sweep")
     out.timings = clock.seconds
     return out
 
@@ -179,6 +185,11 @@ def report_sections(config: ReportConfig, results: ReportResults) -> list[Report
         sections.insert(1, phase_section(phases.phases, phases.similarity, phases.recommendation, phases.note))
     if results.evaluation is not None:
         sections += evaluation_sections(*results.evaluation)
+    if results.sweep is not None:
+        from lensmap.figures.sweeps import sweep_section
+
+        s = results.sweep
+        sections.append(sweep_section(s.curves, s.halving, s.profile, s.patching, s.switches, s.recommendations))
     return sections
 
 
@@ -210,6 +221,10 @@ def write_report_outputs(out: Path, config: ReportConfig, results: ReportResults
             atomic_write_text(out / "phases.json", json.dumps(results.phases.phases.to_dict(), indent=2))
     if results.evaluation is not None:
         write_evaluation(out, *results.evaluation)
+    if results.sweep is not None:
+        from lensmap.runs.sweep import write_sweep_outputs
+
+        write_sweep_outputs(out, results.sweep, recommendation_file="recommendation_cogsym.json")
     sections = report_sections(config, results)
     handle = results.handle
     write_report(out / "report.html", sections, title=config.title or f"lensmap report: {handle.name}",

@@ -161,13 +161,16 @@ def sweep_recommendations(handle: ModelHandle, halving: pd.DataFrame, curves: pd
     }
 
 
-def write_sweep_outputs(out: Path, results: SweepResults) -> None:
-    """``sweep.csv``, ``patching.csv``, ``patching_switch.csv`` and ``recommendation.json`` (cogsym) into ``out``."""
+def write_sweep_outputs(out: Path, results: SweepResults, recommendation_file: str = "recommendation.json") -> None:
+    """``sweep.csv``, ``patching.csv``, ``patching_switch.csv``, the cogsym recommendation and its baselines into ``out``.
+
+    A report writes the cogsym recommendation as ``recommendation_cogsym.json`` beside the phases' own.
+    """
     atomic_write_csv(out / "sweep.csv", results.sweep)
     if len(results.patching):
         atomic_write_csv(out / "patching.csv", results.patching)
         atomic_write_csv(out / "patching_switch.csv", results.switches)
-    write_recommendation(results.recommendations["cogsym"], out / "recommendation.json")
+    write_recommendation(results.recommendations["cogsym"], out / recommendation_file)
     others = {name: rec.to_dict() for name, rec in results.recommendations.items() if name != "cogsym"}
     atomic_write_text(out / "recommendation_baselines.json", json.dumps(others, indent=2))
 
