@@ -69,9 +69,17 @@ def run(model: str) -> None:
         timings[f"patching_{x}_{y}"] = round(time.perf_counter() - start, 1)
         atomic_write_text(out / "timings.json", json.dumps(timings, indent=2))
         print(model, "patching", x, y, timings[f"patching_{x}_{y}"], "s", flush=True)
-    sweep = pd.concat([pd.read_csv(parts / f"sweep_{lang}.csv") for lang in LANGUAGES], ignore_index=True)
-    patching = pd.concat([pd.read_csv(parts / f"patching_{x}_{y}.csv") for x, y in PAIRS], ignore_index=True)
-    switches = pd.concat([pd.read_csv(parts / f"switch_{x}_{y}.csv") for x, y in PAIRS], ignore_index=True)
+    summarize(handle, out, settings)
+
+
+def summarize(handle, out: Path, settings: SweepSettings) -> None:
+    """Merge the parts that exist (a run cut short still gives its finished languages and pairs)."""
+    parts = out / "parts"
+    sweep = pd.concat([pd.read_csv(p) for p in sorted(parts.glob("sweep_*.csv"))], ignore_index=True)
+    found = sorted(parts.glob("patching_*.csv"))
+    patching = pd.concat([pd.read_csv(p) for p in found], ignore_index=True) if found else pd.DataFrame()
+    found = sorted(parts.glob("switch_*.csv"))
+    switches = pd.concat([pd.read_csv(p) for p in found], ignore_index=True) if found else pd.DataFrame()
     curves = drop_curves(sweep)
     halving = halving_k(curves)
     recs = sweep_recommendations(handle, halving, curves, settings)
@@ -82,10 +90,15 @@ def run(model: str) -> None:
     for name, rec in recs.items():
         atomic_write_text(out / f"recommendation_{name}.json", json.dumps(rec.to_dict(), indent=2))
     write_report(out / "report.html", [sweep_section(curves, halving, layer_profile(curves), patching, switches, recs)],
-                 title=f"lensmap sweep: {model}")
-    print(model, "done", flush=True)
+                 title=f"lensmap sweep: {handle.name}")
+    print(handle.name, "summarized:", sorted(sweep["language"].unique()), flush=True)
 
 
 if __name__ == "__main__":
-    for name in sys.argv[1:] or ["qwen2.5-0.5b", "gemma-3-270m"]:
-        run(name)
+    names = [a for a in sys.argv[1:] if not a.startswith("--")] or ["qwen2.5-0.5b", "gemma-3-270m"]
+    for name in names:
+        if "--summarize" in sys.argv:  # merge what exists without running anything
+            model_handle = lm.load_model(name, self_check=False)
+            summarize(model_handle, ROOT / "analyses" / "results" / name / "sweeps", settings_for(model_handle.n_layers))
+        else:
+            run(name)
