@@ -22,7 +22,7 @@ from lensmap.capture.patching import patch_hooks, patched_residual
 from lensmap.errors import LensmapError
 from lensmap.lenses.logit import LogitLens
 from lensmap.metrics.choices import choice_correct, option_logliks
-from lensmap.metrics.sweeps import drop_curves, halving_k, retained, side_extent, sweep_settings
+from lensmap.metrics.sweeps import drop_curves, halving_k, layer_profile, retained, side_extent, sweep_settings
 from lensmap.models.handle import ModelHandle
 from lensmap.readout.patching import switch_layers
 
@@ -226,6 +226,7 @@ def test_sweep_settings_sides_singles_windows():
     assert [x.blocks for x in s if x.direction == "window"] == [(0, 1), (1, 2), (2, 3)]
     with pytest.raises(LensmapError):
         sweep_settings(4, ("sideways",))
+    assert sweep_settings(4, ("single",))[0] == sweep_settings(4, ("input",))[0]  # the baseline is always there
 
 
 def test_option_loglik_choice_against_brute_force():
@@ -255,6 +256,9 @@ def test_retained_halving_and_extent_hand_computed():
     halving = halving_k(curves).set_index("metric")["k_half"]
     assert halving["en_answer_loss"] == 2 and halving["target_answer_prob"] == 3
     assert side_extent(halving_k(curves), 3) == {"perception": 2.0, "production": 3.0}
+    profile = layer_profile(curves).set_index("block")  # no single settings: what each step adds
+    assert profile.loc[0, "perception"] == pytest.approx(1 - np.exp(-0.2))  # k 0 → 1 adds block 0
+    assert profile.loc[0, "production"] == pytest.approx((0.41 - 0.1) / 0.8)  # output k 2 → 3 adds block 0
 
 
 def test_cogsym_from_evidence_and_without():

@@ -64,6 +64,8 @@ def sweep_settings(n_layers: int, directions: Sequence[str] = ("input", "output"
     if "window" in directions and not 1 <= window <= n_layers:
         raise LensmapError(f"window must be 1..{n_layers} blocks; got {window}")
     out: list[Setting] = []
+    if not {"input", "output"} & set(directions):  # every curve is read against the unchanged model
+        out.append(Setting("input", 0, ()))
     for direction in directions:
         if direction == "input":
             out += [Setting("input", k, tuple(range(k))) for k in sizes]
@@ -132,15 +134,42 @@ def halving_k(curves: pd.DataFrame, threshold: float = 0.5) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def marginal_profile(curves: pd.DataFrame) -> pd.DataFrame:
+    """Without single-block settings: what each step of the side sweeps adds, placed at its blocks.
+
+    Perception from the input side (the drop gained from ``k`` to the next ``k'`` is given to
+    block ``k``, the first block added), production from the output side (given to block
+    ``L - k'``, the innermost block added). Averaged over languages and each side's metrics.
+    The largest ``k`` swept is taken as ``L`` (sweep up to ``k = L``).
+    """
+    frame = curves[curves["side"].isin(["perception", "production"])]
+    rows = []
+    for side, direction in (("perception", "input"), ("production", "output")):
+        sub = frame[(frame["side"] == side) & (frame["direction"] == direction)]
+        mean = sub.groupby(["model", "intervention", "k"])["retained"].mean().reset_index()
+        for (model, name), group in mean.groupby(["model", "intervention"]):
+            group = group.sort_values("k")
+            ks, vals = group["k"].to_numpy(), group["retained"].clip(upper=1.0).to_numpy()
+            n_layers = int(ks.max())
+            for i in range(len(ks) - 1):
+                block = int(ks[i]) if direction == "input" else n_layers - int(ks[i + 1])
+                rows.append(dict(model=model, intervention=name, block=block, side=side, drop=vals[i] - vals[i + 1]))
+    if not rows:
+        return pd.DataFrame(columns=["model", "intervention", "block", "perception", "production"])
+    table = pd.DataFrame(rows).pivot_table(index=["model", "intervention", "block"], columns="side", values="drop")
+    return table.reset_index().rename_axis(columns=None)
+
+
 def layer_profile(curves: pd.DataFrame) -> pd.DataFrame:
     """Per block: mean drop (``1 - retained``) of perception and of production metrics when it alone is intervened on.
 
-    Averaged over languages and the metrics of each side; from the ``single`` direction.
+    Averaged over languages and the metrics of each side; from the ``single`` direction. A sweep
+    without single-block settings gets :func:`marginal_profile` instead.
     """
     frame = require_columns(curves, ["model", "intervention", "direction", "k", "retained", "side"], "drop curves")
     single = frame[(frame["direction"] == "single") & frame["side"].isin(["perception", "production"])].copy()
     if single.empty:
-        return pd.DataFrame(columns=["model", "intervention", "block", "perception", "production"])
+        return marginal_profile(frame)
     single["drop"] = 1 - single["retained"].clip(upper=1.0)
     table = single.pivot_table(index=["model", "intervention", "k"], columns="side", values="drop", aggfunc="mean")
     return table.reset_index().rename(columns={"k": "block"}).rename_axis(columns=None)
