@@ -47,29 +47,39 @@ def run(model: str) -> None:
     handle = lm.load_model(model)
     settings = settings_for(handle.n_layers)
     timings = json.loads((out / "timings.json").read_text()) if (out / "timings.json").exists() else {}
-    for lang in LANGUAGES:
-        path = parts / f"sweep_{lang}.csv"
-        if path.exists():
-            continue
-        start = time.perf_counter()
-        res = compute_sweep(handle, [lang], settings, progress=False)
-        atomic_write_csv(path, res.sweep)
-        timings[f"sweep_{lang}"] = round(time.perf_counter() - start, 1)
-        atomic_write_text(out / "timings.json", json.dumps(timings, indent=2))
-        print(model, lang, timings[f"sweep_{lang}"], "s", flush=True)
-    for x, y in PAIRS:
-        path = parts / f"patching_{x}_{y}.csv"
-        if path.exists():
-            continue
-        start = time.perf_counter()
-        pairs = patch_pairs(handle.tokenizer, x, y, n=12)
-        probs, switches = patching_frames(handle, pairs)
-        atomic_write_csv(path, probs)
-        atomic_write_csv(parts / f"switch_{x}_{y}.csv", switches)
-        timings[f"patching_{x}_{y}"] = round(time.perf_counter() - start, 1)
-        atomic_write_text(out / "timings.json", json.dumps(timings, indent=2))
-        print(model, "patching", x, y, timings[f"patching_{x}_{y}"], "s", flush=True)
+    for lang in LANGUAGES[:1]:
+        sweep_language(handle, settings, lang, parts, out, timings)
+    for x, y in PAIRS:  # patching before the other languages, so a run cut short has both kinds of result
+        patch_language_pair(handle, x, y, parts, out, timings)
+    for lang in LANGUAGES[1:]:
+        sweep_language(handle, settings, lang, parts, out, timings)
     summarize(handle, out, settings)
+
+
+def sweep_language(handle, settings: SweepSettings, lang: str, parts: Path, out: Path, timings: dict) -> None:
+    path = parts / f"sweep_{lang}.csv"
+    if path.exists():
+        return
+    start = time.perf_counter()
+    res = compute_sweep(handle, [lang], settings, progress=False)
+    atomic_write_csv(path, res.sweep)
+    timings[f"sweep_{lang}"] = round(time.perf_counter() - start, 1)
+    atomic_write_text(out / "timings.json", json.dumps(timings, indent=2))
+    print(handle.name, lang, timings[f"sweep_{lang}"], "s", flush=True)
+
+
+def patch_language_pair(handle, x: str, y: str, parts: Path, out: Path, timings: dict) -> None:
+    path = parts / f"patching_{x}_{y}.csv"
+    if path.exists():
+        return
+    start = time.perf_counter()
+    pairs = patch_pairs(handle.tokenizer, x, y, n=12)
+    probs, switches = patching_frames(handle, pairs)
+    atomic_write_csv(path, probs)
+    atomic_write_csv(parts / f"switch_{x}_{y}.csv", switches)
+    timings[f"patching_{x}_{y}"] = round(time.perf_counter() - start, 1)
+    atomic_write_text(out / "timings.json", json.dumps(timings, indent=2))
+    print(handle.name, "patching", x, y, timings[f"patching_{x}_{y}"], "s", flush=True)
 
 
 def summarize(handle, out: Path, settings: SweepSettings) -> None:
