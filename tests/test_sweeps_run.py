@@ -79,3 +79,22 @@ def test_cli_lists_sweep():
     from lensmap.cli.main import COMMANDS
 
     assert "sweep" in [c.name for c in COMMANDS]
+
+
+@pytest.mark.real
+def test_qwen_skip_suffix_is_the_logit_lens_and_patching_the_last_layer_is_the_source(qwen_handle):
+    from lensmap.capture.ablation import Intervention, cache_blocks, intervene
+    from lensmap.capture.patching import patched_residual
+
+    h = qwen_handle
+    enc = h.tokenizer(["Français: \"Japon\" - English: \"", "Deutsch: \"Spanien\" - 中文: \""], return_tensors="pt",
+                      padding=True, padding_side="left")
+    cache = cache_blocks(h, enc["input_ids"], enc["attention_mask"])
+    n = h.n_layers
+    for k in (1, 4, n):
+        with intervene(h, Intervention("skip", tuple(range(n - k, n)))), torch.no_grad():
+            logits = h.model(**enc, use_cache=False).logits
+        assert torch.equal(logits[:, -1], h.head(cache.inputs[n - k][:, -1]))
+    last = torch.tensor([enc["input_ids"].shape[1] - 1] * 2)
+    swapped = patched_residual(h, cache, n, last, cache.inputs[n][[1, 0], -1])
+    assert torch.equal(h.head(swapped[:, -1]), h.head(cache.inputs[n][[1, 0], -1]))
