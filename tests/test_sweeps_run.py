@@ -86,10 +86,14 @@ def test_qwen_skip_suffix_is_the_logit_lens_and_patching_the_last_layer_is_the_s
     from lensmap.capture.ablation import Intervention, cache_blocks, intervene
     from lensmap.capture.patching import patched_residual
 
+    from lensmap.models.tokenizers import left_padded
+
     h = qwen_handle
-    enc = h.tokenizer(["Français: \"Japon\" - English: \"", "Deutsch: \"Spanien\" - 中文: \""], return_tensors="pt",
-                      padding=True, padding_side="left")
-    cache = cache_blocks(h, enc["input_ids"], enc["attention_mask"])
+    with left_padded(h.tokenizer):
+        enc = dict(h.tokenizer(["Français: \"Japon\" - English: \"", "Deutsch: \"Spanien\" - 中文: \""],
+                               return_tensors="pt", padding=True))
+    enc["position_ids"] = (enc["attention_mask"].cumsum(1) - 1).clamp(min=0)
+    cache = cache_blocks(h, enc["input_ids"], enc["attention_mask"])  # derives the same position ids
     n = h.n_layers
     for k in (1, 4, n):
         with intervene(h, Intervention("skip", tuple(range(n - k, n)))), torch.no_grad():
