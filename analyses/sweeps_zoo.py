@@ -31,11 +31,17 @@ from lensmap.runs.sweep import compute_sweep, sweep_recommendations
 ROOT = Path(__file__).resolve().parents[1]
 LANGUAGES = ["fr", "de", "zh", "ja", "ru"]
 PAIRS = [("fr", "zh"), ("de", "ja")]
+FINE = True  # the k grid of every language after the first run of fr (see settings_for)
 
 
 def settings_for(n_layers: int) -> SweepSettings:
     step = 4 if n_layers % 4 == 0 else 3
-    return SweepSettings(n=12, text_n=8, text_tokens=32, mmlu_n=8, ks=list(range(0, n_layers + 1, step)),
+    if FINE:  # input side fine at small k, output side every k (it costs no block)
+        ks = [0, 1, 2, 4, 8, 12, 24] if n_layers == 24 else [0, 1, 2, 3, 6, 12, 18]
+        output_ks = list(range(n_layers + 1))
+    else:  # the first run (fr): every step-th k from both sides
+        ks, output_ks = list(range(0, n_layers + 1, step)), []
+    return SweepSettings(n=12, text_n=8, text_tokens=32, mmlu_n=8, ks=ks, output_ks=output_ks,
                          generation_n=4, generation_tokens=8, generation_stride=2 * step, budget=0.1, n_boot=1000,
                          patching=PatchingSettings(enabled=False))
 

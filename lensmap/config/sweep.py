@@ -45,6 +45,7 @@ class SweepSettings:
     interventions: list[str] = field(default_factory=lambda: ["skip"])
     directions: list[str] = field(default_factory=lambda: ["input", "output"])
     ks: list[int] = field(default_factory=list)  # [] = every k = 0..L
+    output_ks: list[int] = field(default_factory=list)  # [] = the same as ks (output-side skips are nearly free)
     window: int = 3  # blocks per sliding window (direction window)
     n: int = 40  # items per language for the translation metrics
     text_n: int = 20  # passages per language for the next-token loss
@@ -93,8 +94,8 @@ def validate_sweep(settings: SweepSettings, languages: list[str], where: str = "
         raise ConfigError(f"{where}.generation_n must be 0 (off) or more; got {settings.generation_n}")
     if not 0 < settings.budget <= 1:
         raise ConfigError(f"{where}.budget must be a fraction of the parameters in (0, 1]; got {settings.budget}")
-    if any(k < 0 for k in settings.ks):
-        raise ConfigError(f"{where}.ks must be block counts >= 0; got {settings.ks}")
+    if any(k < 0 for k in settings.ks + settings.output_ks):
+        raise ConfigError(f"{where}.ks and output_ks must be block counts >= 0; got {settings.ks}, {settings.output_ks}")
     for i, pair in enumerate(settings.patching.pairs):
         parts = pair.split("-")
         if len(parts) != 2 or parts[0] == parts[1]:

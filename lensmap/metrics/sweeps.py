@@ -52,13 +52,18 @@ class Setting:
 
 
 def sweep_settings(n_layers: int, directions: Sequence[str] = ("input", "output"), *, ks: Sequence[int] | None = None,
-                   window: int = 3) -> list[Setting]:
-    """Every setting of the requested directions (``ks``: the sizes to use, default ``0..L``)."""
+                   window: int = 3, output_ks: Sequence[int] | None = None) -> list[Setting]:
+    """Every setting of the requested directions.
+
+    ``ks``: the sizes to use (default ``0..L``); ``output_ks``: other sizes for the output side
+    (default: ``ks``) — output-side skips cost no block at all, so a sweep can afford every ``k`` there.
+    """
     unknown = [d for d in directions if d not in DIRECTIONS]
     if unknown:
         raise LensmapError(f"unknown sweep directions {unknown}; choose from {', '.join(DIRECTIONS)}")
     sizes = sorted(set(range(n_layers + 1) if ks is None else ks))
-    bad = [k for k in sizes if not 0 <= k <= n_layers]
+    out_sizes = sizes if output_ks is None else sorted(set(output_ks))
+    bad = [k for k in sizes + out_sizes if not 0 <= k <= n_layers]
     if bad:
         raise LensmapError(f"sweep sizes {bad} out of range 0..{n_layers}")
     if "window" in directions and not 1 <= window <= n_layers:
@@ -70,7 +75,7 @@ def sweep_settings(n_layers: int, directions: Sequence[str] = ("input", "output"
         if direction == "input":
             out += [Setting("input", k, tuple(range(k))) for k in sizes]
         elif direction == "output":
-            out += [Setting("output", k, tuple(range(n_layers - k, n_layers))) for k in sizes]
+            out += [Setting("output", k, tuple(range(n_layers - k, n_layers))) for k in out_sizes]
         elif direction == "single":
             out += [Setting("single", b, (b,)) for b in range(n_layers)]
         else:

@@ -114,7 +114,8 @@ def compute_sweep(handle: ModelHandle, languages: list[str], settings: SweepSett
                   source: RevertSource | None = None, progress: bool = True) -> SweepResults:
     """Run the sweep, the generation shares and the patching on a loaded model; nothing is written."""
     clock = Stopwatch()
-    grid = sweep_settings(handle.n_layers, settings.directions, ks=settings.ks or None, window=settings.window)
+    grid = sweep_settings(handle.n_layers, settings.directions, ks=settings.ks or None, window=settings.window,
+                          output_ks=settings.output_ks or None)
     factories = intervention_factories(handle, languages, settings, source)
     tasks = build_tasks(handle, languages, settings)
     clock.lap("tasks")
