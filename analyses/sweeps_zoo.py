@@ -2,8 +2,8 @@
 
 Per model and language (fr, de, zh, ja, ru): 12 English-answer translation items, 12
 target-answer items, 8 Bible passages (32 tokens), 8 of the shipped MMLU samples and 4 greedy
-generations. French was run first on a coarse grid (every 4th k for qwen, every 3rd for gemma,
-both sides); the other languages on a finer one (input side k = 0, 1, 2, 3|4, 6|8, 12, L; output
+generations. French (and everything on qwen) was run on a coarse grid (every 4th k for qwen, every 3rd
+for gemma, both sides); gemma's other languages on a finer one (input side k = 0, 1, 2, 3|4, 6|8, 12, L; output
 side every k, which costs no block). Patching: fr→zh and de→ja (12 pairs each before the
 filter). The sizes are small because the two shared CPU cores ran four agents at once.
 Resumable: each language and each pair is saved under ``analyses/results/<model>/sweeps/parts/``
