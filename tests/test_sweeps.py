@@ -278,14 +278,17 @@ def test_cogsym_from_evidence_and_without():
 
 def test_switch_layers_on_planted_curves():
     n_layers = 6
-    p = torch.zeros(2, n_layers + 1, 4)
+    p = torch.zeros(2, n_layers + 1, 4)  # words: A_X, A_Y, B_X, B_Y
     p[:, :, 3] = 0.9  # B in Y everywhere ...
-    p[0, 2:, 2] = 0.95  # pair 0: language X from layer 2 (B_X) ...
-    p[0, 4:, 0] = 0.99  # ... concept A (A_X) from layer 4
-    p[0, 3, 2] = 0.0  # a dip at layer 3: the stable switch is layer 4
-    p[1, 5:, 0] = 0.99
+    p[0, 2:4] = torch.tensor([0.0, 0.0, 0.9, 0.05])  # pair 0: B in X at layers 2-3 (language first) ...
+    p[0, 3] = torch.tensor([0.0, 0.0, 0.0, 0.9])  # ... with a dip back to Y at layer 3
+    p[0, 4:] = torch.tensor([0.9, 0.01, 0.01, 0.01])  # ... A in X from layer 4
+    p[1, 5:] = torch.tensor([0.9, 0.01, 0.01, 0.01])
     lang, concept = switch_layers(p)
-    assert lang.tolist() == [4.0, 5.0] and concept.tolist() == [4.0, 5.0]
-    p[0, 3, 2] = 0.95
-    lang, _ = switch_layers(p)
-    assert lang[0] == 2.0
+    assert lang.tolist() == [4.0, 5.0] and concept.tolist() == [4.0, 5.0]  # the dip makes layer 4 the stable switch
+    p[0, 3] = torch.tensor([0.0, 0.0, 0.9, 0.05])
+    lang, concept = switch_layers(p)
+    assert lang[0] == 2.0 and concept[0] == 4.0
+    p[1, n_layers] = torch.tensor([0.0, 0.0, 0.0, 0.9])  # not the source's at the last layer: no switch
+    lang, concept = switch_layers(p)
+    assert np.isnan(lang[1]) and np.isnan(concept[1])

@@ -85,7 +85,6 @@ def test_cli_lists_sweep():
 def test_qwen_skip_suffix_is_the_logit_lens_and_patching_the_last_layer_is_the_source(qwen_handle):
     from lensmap.capture.ablation import Intervention, cache_blocks, intervene
     from lensmap.capture.patching import patched_residual
-
     from lensmap.models.tokenizers import left_padded
 
     h = qwen_handle
