@@ -11,6 +11,7 @@ Tuned lens: train_tuned_lens, TunedLens.load, evaluate_lenses. Other capture lib
 (TransformerLens, nnsight) and your own tensors: get_backend, as_handle, read_hidden.
 Phases: cldr_parallel / bible_parallel → run_similarity → detect_phases → recommend.
 Neurons: collect_neuron_stats → lape_select → run_deactivation; analyse_neurons, run_neurons.
+Layer sweeps and patching: Intervention, intervene, compute_sweep, run_sweep.
 Evaluation: evaluate_model. Selective SFT: lensmap.training (train_sft, load_delta), run_sft.
 
 Where each part lives: docs/design.md.
@@ -21,6 +22,7 @@ from lensmap import figures as plots  # lm.plots.mass_heatmap(...): every figure
 from lensmap.analysis.phases import Phases, alignment_items, detect_phases, target_mass_rows
 from lensmap.analysis.recommend import Recommendation, recommend, write_recommendation
 from lensmap.capture import backends
+from lensmap.capture.ablation import Intervention, intervene
 from lensmap.capture.backends import as_handle, get_backend
 from lensmap.capture.hooks import residual_hooks
 from lensmap.capture.inputs import select_positions
@@ -50,6 +52,7 @@ from lensmap.runs.evaluation import run_evaluation
 from lensmap.runs.neurons import run_neurons
 from lensmap.runs.report import analyse_phases, run_report
 from lensmap.runs.sft import run_sft
+from lensmap.runs.sweep import compute_sweep, run_sweep
 from lensmap.version import __version__  # noqa: F401
 
 __all__ = [
@@ -65,4 +68,5 @@ __all__ = [
     "run_similarity", "table_parallel", "target_mass_rows", "write_recommendation",
     "LapeSelection", "NeuronSettings", "NeuronStats", "analyse_neurons", "collect_neuron_stats", "lape_select",
     "run_deactivation", "run_neurons",
+    "Intervention", "compute_sweep", "intervene", "run_sweep",
 ]

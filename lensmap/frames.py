@@ -83,6 +83,17 @@ TABLES: dict[str, Table] = {t.name: t for t in (
     Table("neuron_similarity", "neuron_similarity.csv",
           ("model", "site", "block", "metric", "value", "ci_low", "ci_high", "n_items"),
           ("block", "metric", "value", "ci_low", "ci_high")),
+    Table("sweep", "sweep.csv",
+          ("model", "intervention", "direction", "k", "blocks", "language", "metric", "value", "ci_low", "ci_high",
+           "n_items"),
+          ("model", "intervention", "direction", "k", "language", "metric", "value", "ci_low", "ci_high")),
+    Table("patching", "patching.csv",
+          ("model", "source_language", "target_language", "layer", "concept", "language", "prob", "ci_low", "ci_high",
+           "n_pairs"),
+          ("source_language", "target_language", "layer", "concept", "language", "prob")),
+    Table("patching_switch", "patching_switch.csv",
+          ("model", "source_language", "target_language", "switch", "layer", "ci_low", "ci_high", "n_pairs"),
+          ("source_language", "target_language", "switch", "layer", "ci_low", "ci_high")),
 )}
 
 

@@ -6,7 +6,13 @@ Strategies (layers are decoder blocks, 0-based; residual layer ``r`` is block ``
   layer to the last, trimmed from the front to fit a parameter budget (default 5 % of all
   parameters; at least one block). Without a clear generate boundary it falls back to the final
   blocks within the budget and says so in ``notes``.
-* ``cogsym`` — the outermost 25 % of blocks, half at the start and half at the end (an odd
+* ``cogsym`` — from a layer sweep's evidence (``lensmap sweep``): the first blocks, as many as
+  the input-side sweep needs to halve perception, and the last blocks, as many as the
+  output-side sweep needs to halve production, trimmed from the inside to fit the parameter
+  budget (at least one block per side with evidence). The measured extents and curves go into
+  ``recommendation.json`` (``evidence``). Without sweep evidence it applies ``cogsym-fixed``
+  and says so in ``notes``.
+* ``cogsym-fixed`` — the outermost 25 % of blocks, half at the start and half at the end (an odd
   count puts the extra block at the end): 24 blocks → 0–2 and 21–23.
 * ``neurons`` — the blocks holding the most language-specific neurons (LAPE, ``neuron_density.csv``)
   of the target languages (all languages of the frame when none are given), densest first, added
@@ -50,6 +56,7 @@ class Recommendation:
     model: dict[str, Any]
     budget: float | None = None
     notes: list[str] = field(default_factory=list)
+    evidence: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,6 +120,7 @@ class Evidence:
     cogsym_fraction: float = 0.25
     neuron_density: Any = None  # a neuron_density frame (lensmap.metrics.neurons.density_frame)
     target_languages: Sequence[str] | None = None
+    sweep: dict[str, Any] | None = None  # {"perception": k or None, "production": k or None, ...} from a sweep
 
 
 def neuron_layers(handle: ModelHandle, density: Any, languages: Sequence[str] | None = None,
@@ -153,8 +161,46 @@ def _linguamap(handle: ModelHandle, evidence: Evidence) -> tuple[list[int], list
     return linguamap_layers(handle, evidence.phases, evidence.budget)
 
 
-def _cogsym(handle: ModelHandle, evidence: Evidence) -> tuple[list[int], list[str]]:
+def _cogsym_fixed(handle: ModelHandle, evidence: Evidence) -> tuple[list[int], list[str]]:
     return cogsym_layers(handle.n_layers, evidence.cogsym_fraction), []
+
+
+def cogsym_evidence_layers(handle: ModelHandle, perception: float | None, production: float | None,
+                           budget: float) -> tuple[list[int], list[str]]:
+    """First ``ceil(perception)`` and last ``ceil(production)`` blocks, trimmed from the inside to the budget."""
+    import math
+
+    n, sizes, total = handle.n_layers, block_parameters(handle), count_parameters(handle.model)
+    notes = []
+    first = list(range(min(n, math.ceil(perception)))) if perception else []
+    last = list(range(n - min(n, math.ceil(production)), n)) if production else []
+    if not first:
+        notes.append("No perception metric halved within the input-side sweep, so no input-side block is chosen.")
+    if not last:
+        notes.append("No production metric halved within the output-side sweep, so no output-side block is chosen.")
+    if not first and not last:
+        return cogsym_layers(n), notes + ["Neither side halved: the fixed 25 % rule (cogsym-fixed) is used instead."]
+    trimmed = False
+    while sum(sizes[b] for b in set(first + last)) > budget * total and len(first) + len(last) > (bool(first) + bool(last)):
+        if len(first) >= len(last) and len(first) > 1:
+            first.pop()  # drop the innermost block of the longer side
+        elif len(last) > 1:
+            last.pop(0)
+        else:
+            first.pop()
+        trimmed = True
+    if trimmed:
+        notes.append(f"The budget of {budget:.0%} of parameters trims the sets from the inside.")
+    return sorted(set(first + last)), notes
+
+
+def _cogsym(handle: ModelHandle, evidence: Evidence) -> tuple[list[int], list[str]]:
+    if evidence.sweep is None:
+        return cogsym_layers(handle.n_layers, evidence.cogsym_fraction), [
+            "No layer-sweep evidence was given (run `lensmap sweep`), so this is the fixed 25 % rule of "
+            "cogsym-fixed, not a measurement of where perception and production live."]
+    return cogsym_evidence_layers(handle, evidence.sweep.get("perception"), evidence.sweep.get("production"),
+                                  evidence.budget)
 
 
 def _custom(handle: ModelHandle, evidence: Evidence) -> tuple[list[int], list[str]]:
@@ -179,7 +225,8 @@ class Strategy:
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("linguamap", _linguamap, True, "the final blocks from the generate boundary, within the budget"),
-    Strategy("cogsym", _cogsym, False, "the outermost 25 % of blocks, split between both ends"),
+    Strategy("cogsym", _cogsym, True, "the outer blocks where a layer sweep places perception and production"),
+    Strategy("cogsym-fixed", _cogsym_fixed, False, "the outermost 25 % of blocks, split between both ends"),
     Strategy("custom", _custom, False, "the blocks the user lists"),
     Strategy("neurons", _neurons, True, "the blocks densest in language-specific neurons, within the budget"),
 )}
@@ -195,6 +242,7 @@ def recommend(
     cogsym_fraction: float = 0.25,
     neuron_density: Any = None,
     target_languages: Sequence[str] | None = None,
+    sweep: dict[str, Any] | None = None,
 ) -> Recommendation:
     """The trainable-layer set of ``strategy`` for ``handle`` (see the module docstring)."""
     if strategy not in STRATEGIES:
@@ -203,7 +251,7 @@ def recommend(
     if not 0 < budget <= 1:
         raise LensmapError(f"budget must be a fraction of the parameters in (0, 1]; got {budget}")
     chosen, notes = STRATEGIES[strategy].choose(handle, Evidence(phases, budget, layers, cogsym_fraction,
-                                                                neuron_density, target_languages))
+                                                                neuron_density, target_languages, sweep))
     modules = layer_prefixes(handle, chosen)
     trainable = count_parameters(handle.model, modules)
     identity = model_identity(handle)
@@ -214,7 +262,8 @@ def recommend(
         boundaries["reasons"] = phases.reasons
     return Recommendation(strategy, chosen, modules, trainable, identity["total_params"],
                           trainable / identity["total_params"], boundaries, identity,
-                          budget if STRATEGIES[strategy].uses_budget else None, notes)
+                          budget if STRATEGIES[strategy].uses_budget else None, notes,
+                          {"sweep": sweep} if sweep is not None else {})
 
 
 def write_recommendation(recommendation: Recommendation, path: str | os.PathLike) -> Path:

@@ -174,6 +174,14 @@ def _neurons(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from lensmap.runs.sweep import run_sweep
+
+    out = run_sweep(args.config, progress=not args.quiet, overwrite=args.overwrite)
+    print(f"wrote {out}/sweep.csv, {out}/patching.csv, {out}/recommendation.json and {out}/report.html")
+    return 0
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("report", "run the lens analysis of a YAML config and write an HTML report",
             ((("config",), {"help": "YAML config (see examples/demo.yaml)"}), OVERWRITE, QUIET), _report),
@@ -215,6 +223,9 @@ COMMANDS: tuple[Command, ...] = (
     Command("neurons", "find language-specific neurons (LAPE), switch them off, compare activations across languages",
             ((("config",), {"help": "YAML config (see examples/neurons.yaml and docs/neurons.md)"}), OVERWRITE, QUIET),
             _neurons),
+    Command("sweep", "layer sweeps (skip/ablate/revert from the input and output side) and cross-lingual patching",
+            ((("config",), {"help": "YAML config (see examples/sweep.yaml and docs/sweeps.md)"}), OVERWRITE, QUIET),
+            _sweep),
 )
 
 GROUPS = {"lens": "train or evaluate a tuned lens (lensmap lens train|eval CONFIG.yaml)"}

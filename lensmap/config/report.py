@@ -25,6 +25,7 @@ from lensmap.config.sections import (
     validate_tuned_lens,
     validate_vocab,
 )
+from lensmap.config.sweep import SweepSettings, validate_sweep
 from lensmap.errors import ConfigError
 from lensmap.evaluation.protocol import EvalSettings, validate_settings
 from lensmap.languages.lid import check_language_field
@@ -52,6 +53,7 @@ class ReportConfig(ModelSection):
     evaluate: bool = False  # also run the four-scenario evaluation (`evaluation:`) and add it to the report
     evaluation: EvalSettings = field(default_factory=EvalSettings)
     neurons: NeuronSettings | None = None  # language-specific neurons (docs/neurons.md), a section of the report
+    sweep: SweepSettings = field(default_factory=lambda: SweepSettings(enabled=False))  # a sweep: section turns it on
 
 
 def validate(config: ReportConfig) -> ReportConfig:
@@ -73,6 +75,8 @@ def validate(config: ReportConfig) -> ReportConfig:
     validate_phases(config.phases, config.languages, tuple(STRATEGIES))
     if config.evaluate:
         validate_settings(config.evaluation)
+    if config.sweep.enabled:
+        validate_sweep(config.sweep, config.languages)
     validate_backend(config.backend)
     if config.batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1; got {config.batch_size}")

@@ -25,7 +25,7 @@ from lensmap.schema import build, check_choice, path_field, read_yaml
 from lensmap.training.trainer import SFTSettings, check_settings
 
 VARIANTS = ("selective", "full", "random", "lora")
-STRATEGIES = ("linguamap", "cogsym")
+STRATEGIES = ("linguamap", "cogsym", "cogsym-fixed")
 
 
 @dataclass

@@ -6,6 +6,7 @@
 * :mod:`~lensmap.figures.evaluation` — the four-scenario evaluation;
 * :mod:`~lensmap.figures.sft` — selective SFT against its baselines;
 * :mod:`~lensmap.figures.neurons` — language-specific neurons: density, overlap, deactivation, similarity;
+* :mod:`~lensmap.figures.sweeps` — layer-sweep drop curves, the perception/production profile, patching;
 * :mod:`~lensmap.figures.style` — colours and layout every figure shares;
 * :mod:`~lensmap.figures.html` — the self-contained HTML report.
 
@@ -27,6 +28,7 @@ from lensmap.figures.neurons import similarity_curves as neuron_similarity_curve
 from lensmap.figures.phases import add_phase_bands, phase_curves, phase_section, similarity_curves
 from lensmap.figures.sft import language_heatmap, mass_difference, scenario_bars, sft_sections, training_curves
 from lensmap.figures.style import BUCKETS, LANGUAGE_COLORS, language_color, language_order
+from lensmap.figures.sweeps import drop_curves_figure, patching_figure, profile_figure, sweep_section
 
 __all__ = [
     "BUCKETS", "LANGUAGE_COLORS", "ReportSection", "add_phase_bands", "answer_curves", "default_sections",
@@ -36,4 +38,5 @@ __all__ = [
     "similarity_curves", "training_curves", "write_report",
     "deactivation_heatmap", "density_curves", "density_heatmap", "neuron_section", "neuron_similarity_curves",
     "overlap_heatmap",
+    "drop_curves_figure", "patching_figure", "profile_figure", "sweep_section",
 ]

@@ -128,6 +128,7 @@ class ReportResults:
     phases: PhaseOutputs | None = None
     evaluation: tuple[pd.DataFrame, pd.DataFrame] | None = None
     neurons: Any = None  # lensmap.readout.neurons.NeuronResults when the config has a neurons: section
+    sweep: Any = None  # lensmap.runs.sweep.SweepResults when the config has a sweep: section
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -171,6 +172,11 @@ def compute_report(config: ReportConfig, *, progress: bool = True) -> ReportResu
 
         out.evaluation = evaluate_model(handle, config.evaluation, progress=progress)
         clock.lap("evaluation")
+    if config.sweep.enabled:
+        from lensmap.runs.sweep import compute_sweep
+
+        out.sweep = compute_sweep(handle, config.languages, config.sweep, progress=progress)
+        clock.lap("sweep")
     out.timings = clock.seconds
     return out
 
@@ -194,6 +200,11 @@ def report_sections(config: ReportConfig, results: ReportResults) -> list[Report
         from lensmap.runs.neurons import section_for
 
         sections.append(section_for(results.neurons))
+    if results.sweep is not None:
+        from lensmap.figures.sweeps import sweep_section
+
+        s = results.sweep
+        sections.append(sweep_section(s.curves, s.halving, s.profile, s.patching, s.switches, s.recommendations))
     return sections
 
 
@@ -229,6 +240,10 @@ def write_report_outputs(out: Path, config: ReportConfig, results: ReportResults
         from lensmap.runs.neurons import write_neurons
 
         write_neurons(out, results.neurons, results.handle.name)
+    if results.sweep is not None:
+        from lensmap.runs.sweep import write_sweep_outputs
+
+        write_sweep_outputs(out, results.sweep, recommendation_file="recommendation_cogsym.json")
     sections = report_sections(config, results)
     handle = results.handle
     write_report(out / "report.html", sections, title=config.title or f"lensmap report: {handle.name}",
