@@ -49,6 +49,10 @@ def test_cpu_and_disk_offload_read_the_same_numbers(saved, tmp_path):
     numeric = one.stats.select_dtypes("number").columns
     assert len(numeric) and (one.stats[numeric] - two.stats[numeric]).abs().max().max() < 1e-4
     assert split.model.model.layers[1].mlp.up_proj.weight.device.type == "meta"  # offloaded again afterwards
+    from lensmap.lenses.logit import LogitLens
+
+    assert LogitLens(split).head_inputs(b.hidden[-1]) is None  # the offloaded unembedding: the generic path
+    assert LogitLens(whole).head_inputs(a.hidden[-1]) is not None  # a plain one: the fused path
 
 
 def test_automatic_placement_under_a_memory_cap(saved, tmp_path):

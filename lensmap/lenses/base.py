@@ -41,9 +41,17 @@ class HeadInputs:
 
 def plain_linear(module: nn.Module) -> bool:
     """True when calling ``module`` is exactly ``F.linear(x, weight, bias)``: an ``nn.Linear``
-    whose forward is not overridden and that carries no hooks (a hook could change the output)."""
+    whose forward is not overridden and that carries no hooks (a hook could change the output).
+
+    accelerate's placement hook (``_hf_hook``, a per-instance ``forward`` that only moves the
+    input to the weight's device) is allowed while the weight is really there; when the weight
+    is offloaded (on ``meta`` between calls) only calling the module loads it.
+    """
+    if not isinstance(module, nn.Linear) or module.weight.device.type == "meta":
+        return False
+    instance_forward = "forward" in vars(module)
     return (
-        isinstance(module, nn.Linear)
+        (not instance_forward or hasattr(module, "_hf_hook"))
         and type(module).forward is nn.Linear.forward
         and not module._forward_hooks
         and not module._forward_pre_hooks

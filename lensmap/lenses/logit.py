@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from lensmap.lenses.base import HeadInputs, plain_linear
-from lensmap.models.handle import ModelHandle
+from lensmap.models.handle import ModelHandle, execution_device
 from lensmap.models.selfcheck import check_last_layer_lens  # noqa: F401  (lensmap.lenses.logit.check_last_layer_lens)
 
 
@@ -37,5 +37,5 @@ def head_inputs(handle: ModelHandle, hidden: Tensor) -> HeadInputs | None:
     unembed = handle.unembed
     if not plain_linear(unembed):
         return None
-    normed = handle.final_norm(hidden.to(unembed.weight.device))
+    normed = handle.final_norm(hidden.to(execution_device(handle.final_norm))).to(unembed.weight.device)
     return HeadInputs(normed, unembed.weight, unembed.bias, handle.logit_softcap)
