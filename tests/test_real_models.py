@@ -64,19 +64,26 @@ def test_gemma_zoo_model_self_checks_and_reads_every_layer():
 
 
 def _same_frame(got: pd.DataFrame, want: pd.DataFrame, name: str) -> None:
+    """Equal up to float32 rounding across CPUs (a changed computation moves these by 1e-3 and more);
+    a mean rank over prompts may move by one tied position."""
     assert list(got.columns) == list(want.columns), name
     assert len(got) == len(want), name
     for column in want.columns:
         if pd.api.types.is_numeric_dtype(want[column]):
-            pd.testing.assert_series_equal(got[column], want[column], check_dtype=False, rtol=1e-6, atol=1e-9,
-                                           obj=f"{name}:{column}")
+            pd.testing.assert_series_equal(got[column], want[column], check_dtype=False, rtol=1e-5,
+                                           atol=1.0 if column == "rank" else 1e-6, obj=f"{name}:{column}")
         else:
             assert got[column].fillna("").astype(str).tolist() == want[column].fillna("").astype(str).tolist(), \
                 f"{name}:{column}"
 
 
 def test_demo_report_outputs_are_unchanged(tmp_path):
-    """`lensmap report examples/demo.yaml` writes the frames it wrote before the layout change (tests/golden/demo)."""
+    """`lensmap report examples/demo.yaml` in float32 writes the frames of tests/golden/demo.
+
+    The golden frames are the float32 run of 3 Dec 2026 with the fused lens path; they equal the
+    generic path's frames to 7e-7 in mass and 3.4e-4 in entropy (its float32 cancellation). The
+    dtype is pinned: ``auto`` is bfloat16 on CPUs with native bf16, which moves every number.
+    """
     from pathlib import Path
 
     from lensmap.config.report import load_config
@@ -85,6 +92,7 @@ def test_demo_report_outputs_are_unchanged(tmp_path):
     repo = Path(__file__).parents[1]
     config = load_config(repo / "examples" / "demo.yaml")
     config.output = str(tmp_path / "demo")
+    config.dtype = "float32"
     run_report(config, progress=False)
     for path in sorted(golden.glob("*.csv")):
         _same_frame(pd.read_csv(tmp_path / "demo" / path.name), pd.read_csv(path), path.name)
