@@ -32,13 +32,15 @@ def continuation_logprobs(
     continuations: Sequence[Sequence[str]],
     *,
     batch_size: int = 8,
+    special_tokens: bool = False,
     progress: bool = False,
     desc: str = "scoring options",
 ) -> list[list[float]]:
     """``[len(contexts)][len(continuations[i])]`` summed log-probabilities of each continuation.
 
-    ``contexts`` are full texts (already rendered; tokenized without special tokens, so a chat
-    template's own BOS is not doubled); each continuation is tokenized on its own and appended.
+    ``contexts`` are full texts, tokenized with the tokenizer's special tokens (BOS) only when
+    ``special_tokens`` — False for chat-template text, which holds its own, as in generation;
+    each continuation is tokenized on its own, without special tokens, and appended.
     """
     if len(contexts) != len(continuations):
         raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuation lists")
@@ -48,7 +50,7 @@ def continuation_logprobs(
     # context share the context's pass: (ids, [(item, option, first scored position, target ids)]).
     sequences: list[tuple[list[int], list[tuple[int, int, int, list[int]]]]] = []
     for i, (context, options) in enumerate(zip(contexts, continuations)):
-        ctx = encode(context)
+        ctx = tok(context, add_special_tokens=special_tokens)["input_ids"]
         conts = [encode(c) for c in options]
         if not ctx or any(not c for c in conts):
             raise ValueError(f"item {i}: the context and every continuation must tokenize to at least one token")

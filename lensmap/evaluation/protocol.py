@@ -165,8 +165,10 @@ def score_choices(handle: ModelHandle, rows: list[tuple[BenchItem, str, str]], s
         start, space = answer_line_start(item, scenario)
         contexts.append(render_chat(handle.tokenizer, prompt, settings.generation.chat_template) + start)
         continuations.append([space + letter for letter in LETTERS[: len(item.options)]])
+    templated = bool(settings.generation.chat_template and getattr(handle.tokenizer, "chat_template", None))
     scores = continuation_logprobs(handle, contexts, continuations, batch_size=settings.generation.batch_size,
-                                   progress=progress, desc=f"option likelihood {handle.name}")
+                                   special_tokens=not templated, progress=progress,
+                                   desc=f"option likelihood {handle.name}")
     out: list[str | None] = [None] * len(rows)
     for k, row_scores in zip(picked, scores):
         out[k] = choose(row_scores, LETTERS[: len(row_scores)])
