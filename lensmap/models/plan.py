@@ -91,7 +91,8 @@ def shape_from_config(config: Any, name: str = "") -> Shape:
 
 def load_shape(spec: str) -> Shape:
     """A :class:`Shape` from a preset name, a ``config.json`` file, or a model directory / zoo name
-    / cached hub id whose config is on this machine (no weights are read)."""
+    / cached hub id whose config is on this machine (no weights are loaded; a zoo model that was
+    never used is converted once first, as any command would)."""
     from transformers import AutoConfig
 
     if spec.lower() in PRESETS:
